@@ -1,0 +1,213 @@
+"""Wire models of tokenq's native API (/v1/jobs, /v1/batches)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobs.models import (
+    MAX_TOKENS_CAP,
+    Batch,
+    BatchStatus,
+    Job,
+    JobError,
+    JobStatus,
+    RequestCounts,
+    SamplingParams,
+    Timings,
+    Usage,
+)
+
+#: Longest prompt text accepted (characters); the context check does the real bounding.
+MAX_PROMPT_CHARS = 1_000_000
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(max_length=MAX_PROMPT_CHARS)
+
+
+class CreateJobRequest(BaseModel):
+    """One completion job: a prompt, chat messages, or a named template with inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Model alias (configs/models.yaml); default if unset.")
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=1000)
+    template: str | None = Field(None, description="Named prompt template (configs/templates.yaml).")
+    inputs: dict[str, str] | None = Field(None, description="Template variables.")
+    max_tokens: int = Field(128, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, ge=0.0, le=1.0)
+    top_k: int = Field(40, ge=0, le=1000)
+    min_p: float = Field(0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(1.0, ge=0.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: str | list[str] | None = Field(None, description="Up to 8 stop sequences.")
+    echo: bool = Field(False, description="Return the prompt before the generated text.")
+    custom_id: str | None = Field(None, max_length=512, description="Your id for this job (batches).")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > 8 or any(not s or len(s) > 256 for s in stops):
+            raise ValueError("stop takes at most 8 non-empty sequences of at most 256 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> CreateJobRequest:
+        given = [n for n in ("prompt", "messages") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError("give either prompt or messages, not both")
+        if not given and self.template is None:
+            raise ValueError("give one of prompt, messages, or template (+ inputs)")
+        if self.template is not None and self.messages is not None:
+            raise ValueError("template applies to prompt/inputs, not to messages")
+        return self
+
+    def to_sampling_params(self) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return SamplingParams(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            seed=self.seed,
+            stop=stop,
+        )
+
+
+class CreateBatchRequest(BaseModel):
+    """Many jobs at once (a JSON body; JSONL uploads carry the jobs one per line instead)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="Default model for jobs that name none.")
+    jobs: list[dict[str, Any]] = Field(min_length=1)
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    completion_window: Literal["24h"] = "24h"
+
+
+class JobURLs(BaseModel):
+    self: str
+    events: str
+    websocket: str
+    cancel: str
+
+
+class JobProgress(BaseModel):
+    completion_tokens: int
+
+
+class JobResponse(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: JobStatus
+    model: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempt: int
+    batch_id: str | None
+    custom_id: str | None
+    progress: JobProgress
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    error: JobError | None = None
+    urls: JobURLs
+
+    @classmethod
+    def from_job(cls, job: Job, base: str = "") -> JobResponse:
+        result = job.result
+        return cls(
+            id=job.id,
+            status=job.status,
+            model=job.spec.model,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            attempt=job.attempt,
+            batch_id=job.batch_id,
+            custom_id=job.custom_id,
+            progress=JobProgress(completion_tokens=job.completion_tokens),
+            text=result.text if result else None,
+            finish_reason=result.finish_reason if result else None,
+            usage=result.usage if result else None,
+            timings=result.timings if result else None,
+            error=result.error if result else None,
+            urls=JobURLs(
+                self=f"{base}/v1/jobs/{job.id}",
+                events=f"{base}/v1/jobs/{job.id}/events",
+                websocket=f"{base}/v1/jobs/{job.id}/ws",
+                cancel=f"{base}/v1/jobs/{job.id}/cancel",
+            ),
+        )
+
+
+class BatchResponse(BaseModel):
+    """OpenAI's Batch object (https://platform.openai.com/docs/api-reference/batch/object)."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: None = None
+    input_file_id: str | None = None
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    in_progress_at: int | None
+    expires_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    request_counts: RequestCounts
+    metadata: dict[str, str] | None
+    # --- tokenq extensions ---
+    model: str
+    results_url: str
+    errors_url: str
+    events_url: str
+
+    @classmethod
+    def from_batch(cls, batch: Batch, base: str = "") -> BatchResponse:
+        def stamp(value: float | None) -> int | None:
+            return int(value) if value is not None else None
+
+        done = batch.status in (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.EXPIRED)
+        return cls(
+            id=batch.id,
+            endpoint=batch.endpoint,
+            completion_window=batch.completion_window,
+            status=batch.status,
+            output_file_id=f"{batch.id}-output" if done else None,
+            error_file_id=f"{batch.id}-errors" if done and batch.finished > batch.succeeded else None,
+            created_at=int(batch.created_at),
+            in_progress_at=stamp(batch.in_progress_at),
+            expires_at=stamp(batch.expires_at),
+            finalizing_at=stamp(batch.finalizing_at),
+            completed_at=stamp(batch.completed_at),
+            failed_at=stamp(batch.failed_at),
+            expired_at=stamp(batch.expired_at),
+            cancelling_at=stamp(batch.cancelling_at),
+            cancelled_at=stamp(batch.cancelled_at),
+            request_counts=batch.request_counts,
+            metadata=batch.metadata,
+            model=batch.model,
+            results_url=f"{base}/v1/batches/{batch.id}/results",
+            errors_url=f"{base}/v1/batches/{batch.id}/errors",
+            events_url=f"{base}/v1/batches/{batch.id}/events",
+        )

@@ -1,0 +1,184 @@
+"""/v1/batches: submit many jobs at once (JSON or JSONL), watch counts, export results, cancel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+
+from api.deps import Service, Tenant
+from api.protocol import BatchResponse, CreateBatchRequest
+from api.service import new_id
+from api.routes._sse import sse_response
+from jobs import keys
+from jobs.errors import ConflictError, InvalidRequestError, NotFoundError
+from jobs.models import Batch, BatchStatus, Job, JobStatus
+from jobs.store import AsyncStore
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/jsonlines", "text/jsonl")
+#: Jobs read per Redis round trip when exporting results.
+EXPORT_CHUNK = 500
+
+
+async def owned_batch(store: AsyncStore, batch_id: str, tenant: str) -> Batch:
+    batch = await store.get_batch(batch_id)
+    if batch is None or batch.tenant != tenant:
+        raise NotFoundError(f"no batch {batch_id!r}", param="batch_id")
+    return batch
+
+
+def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
+    """One job per non-blank line; a malformed line is a 400 naming its number."""
+    items = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(
+                f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})",
+                param=f"line {number}",
+                code="invalid_jsonl",
+            ) from exc
+        if not isinstance(item, dict):
+            raise InvalidRequestError(
+                f"line {number}: expected a JSON object", param=f"line {number}", code="invalid_jsonl"
+            )
+        items.append(item)
+    if not items:
+        raise InvalidRequestError("the JSONL upload has no jobs", code="empty_batch")
+    return items
+
+
+async def read_batch_body(
+    request: Request,
+) -> tuple[list[dict[str, Any]], str | None, dict[str, str] | None, str]:
+    """(items, model, metadata, label) from a JSON array/object, a JSONL body or a multipart file."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    model = request.query_params.get("model")
+    if content_type.startswith("multipart/"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidRequestError("multipart upload needs a `file` field", param="file")
+        metadata = json.loads(str(form["metadata"])) if form.get("metadata") else None
+        return parse_jsonl(await upload.read()), str(form.get("model") or model or "") or None, metadata, "line {line}"
+    body = await request.body()
+    if content_type in JSONL_TYPES:
+        return parse_jsonl(body), model, None, "line {line}"
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"invalid JSON body ({exc.msg})", code="invalid_json") from exc
+    if isinstance(payload, list):
+        if not payload or not all(isinstance(i, dict) for i in payload):
+            raise InvalidRequestError("expected a non-empty array of job objects", param="jobs")
+        return payload, model, None, "jobs[{i}]"
+    try:
+        parsed = CreateBatchRequest.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequestError(f"{where}: {first['msg']}", param=where, code="invalid_batch") from exc
+    return parsed.jobs, parsed.model or model, parsed.metadata, "jobs[{i}]"
+
+
+@router.post("", status_code=202, response_model=BatchResponse)
+async def create_batch(
+    request: Request,
+    tenant: Tenant,
+    service: Service,
+    idempotency_key: str | None = Header(None, max_length=256),
+) -> Any:
+    """Accept many jobs; all are validated before any is written, so a batch is whole or absent.
+
+    With an Idempotency-Key header, a repeated request returns the batch the first one created.
+    """
+    items, model, metadata, label = await read_batch_body(request)
+    if idempotency_key:
+        reserved = new_id("batch")
+        existing = await service.store.claim_idempotency_key(tenant, idempotency_key, reserved)
+        if existing is not None:
+            batch = await owned_batch(service.store, existing, tenant)
+            return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
+    try:
+        batch = await service.submit_batch(
+            items, tenant, model=model, metadata=metadata, item_label=label,
+            batch_id=reserved if idempotency_key else None,
+        )
+    except Exception:
+        if idempotency_key:
+            await service.store.release_idempotency_key(tenant, idempotency_key)
+        raise
+    return BatchResponse.from_batch(batch)
+
+
+@router.get("/{batch_id}", response_model=BatchResponse)
+async def get_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchResponse:
+    return BatchResponse.from_batch(await owned_batch(service.store, batch_id, tenant))
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchResponse)
+async def cancel_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchResponse:
+    batch = await owned_batch(service.store, batch_id, tenant)
+    if batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING):
+        raise ConflictError(f"batch {batch_id} is {batch.status}; nothing to cancel", code="batch_finished")
+    await service.cancel_batch(batch)
+    return BatchResponse.from_batch(await owned_batch(service.store, batch_id, tenant))
+
+
+def _result_line(job: Job) -> dict[str, Any]:
+    result = job.result
+    return {
+        "id": job.id,
+        "custom_id": job.custom_id,
+        "status": job.status,
+        "response": None
+        if result is None or job.status == JobStatus.FAILED
+        else {
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "usage": result.usage.model_dump() if result.usage else None,
+        },
+        "error": result.error.model_dump() if result and result.error else None,
+    }
+
+
+async def _export(store: AsyncStore, batch: Batch, errors: bool) -> AsyncIterator[bytes]:
+    """Finished jobs in input order: succeeded ones (results) or the others (errors)."""
+    for start in range(0, batch.total, EXPORT_CHUNK):
+        ids = await store.batch_job_ids(batch.id, start, start + EXPORT_CHUNK - 1)
+        lines = []
+        for job in await store.get_jobs(ids):
+            if job is None or not job.status.terminal:
+                continue
+            if (job.status != JobStatus.SUCCEEDED) == errors:
+                lines.append(json.dumps(_result_line(job)) + "\n")
+        if lines:
+            yield "".join(lines).encode()
+
+
+@router.get("/{batch_id}/results")
+async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
+    batch = await owned_batch(service.store, batch_id, tenant)
+    return StreamingResponse(_export(service.store, batch, errors=False), media_type="application/jsonl")
+
+
+@router.get("/{batch_id}/errors")
+async def batch_errors(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
+    batch = await owned_batch(service.store, batch_id, tenant)
+    return StreamingResponse(_export(service.store, batch, errors=True), media_type="application/jsonl")
+
+
+@router.get("/{batch_id}/events", response_class=EventSourceResponse)
+async def batch_events(batch_id: str, request: Request, tenant: Tenant, service: Service) -> EventSourceResponse:
+    await owned_batch(service.store, batch_id, tenant)
+    return sse_response(request, keys.batch_events(batch_id), keys.batch_channel(batch_id))

@@ -1,0 +1,204 @@
+"""The serving layer: turn validated requests into durable, enqueued jobs and batches."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from celery import Celery
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from api.protocol import CreateJobRequest
+from jobs.errors import (
+    ContextOverflowError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    TokenqError,
+    UnavailableError,
+)
+from jobs.models import Batch, BatchStatus, Job, JobSpec, JobStatus
+from jobs.queue import enqueue
+from jobs.registry import Registry
+from jobs.settings import Settings
+from jobs.store import AsyncStore
+from jobs.templates import PromptTemplates
+from jobs.tokenizer import Tokenizer, load_tokenizer
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        templates: PromptTemplates,
+        store: AsyncStore,
+        celery: Celery,
+    ):
+        self.settings = settings
+        self.registry = registry
+        self.templates = templates
+        self.store = store
+        self.celery = celery
+        self._tokenizers: dict[str, Tokenizer] = {}
+
+    def tokenizer(self, alias: str) -> Tokenizer:
+        if alias not in self._tokenizers:
+            model = self.registry.get(alias)
+            self._tokenizers[alias] = load_tokenizer(model, self.settings.data_dir)
+        return self._tokenizers[alias]
+
+    def build_job(
+        self,
+        request: CreateJobRequest,
+        tenant: str,
+        *,
+        default_model: str | None = None,
+        batch_id: str | None = None,
+        index: int | None = None,
+        expires_at: float | None = None,
+    ) -> Job:
+        """Validate one request against its model (alias, template, context) into a Job."""
+        model = self.registry.get(request.model or default_model)
+        tokenizer = self.tokenizer(model.alias)
+        chat = request.messages is not None
+        if request.messages is not None:
+            prompt = tokenizer.render_chat([m.model_dump() for m in request.messages])
+        elif request.template is not None:
+            inputs = dict(request.inputs or {})
+            if request.prompt is not None:
+                inputs.setdefault("input", request.prompt)
+            prompt = self.templates.render(request.template, inputs)
+        else:
+            prompt = request.prompt or ""
+        prompt_tokens = tokenizer.count(prompt, special=chat)
+        if prompt_tokens + request.max_tokens > model.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {prompt_tokens} tokens and max_tokens is {request.max_tokens}: "
+                f"{prompt_tokens + request.max_tokens} tokens exceed model {model.alias!r}'s "
+                f"context of {model.n_ctx} tokens",
+                param="max_tokens",
+            )
+        spec = JobSpec(
+            model=model.alias,
+            prompt=prompt,
+            prompt_tokens=prompt_tokens,
+            chat=chat,
+            echo=request.echo,
+            sampling=request.to_sampling_params(),
+        )
+        return Job(
+            id=new_id("job"),
+            tenant=tenant,
+            status=JobStatus.QUEUED,
+            spec=spec,
+            batch_id=batch_id,
+            custom_id=request.custom_id,
+            index=index,
+            created_at=time.time(),
+            expires_at=expires_at,
+        )
+
+    async def submit_job(self, request: CreateJobRequest, tenant: str) -> Job:
+        job = self.build_job(request, tenant)
+        await self.store.create([job])
+        await self._enqueue([job])
+        return job
+
+    async def submit_batch(
+        self,
+        items: Sequence[dict[str, object]],
+        tenant: str,
+        *,
+        model: str | None,
+        metadata: dict[str, str] | None,
+        item_label: str = "jobs[{i}]",
+        batch_id: str | None = None,
+    ) -> Batch:
+        """Validate every item first (a bad one rejects the whole batch), then write, then enqueue."""
+        if len(items) > self.settings.max_batch_jobs:
+            raise PayloadTooLargeError(
+                f"{len(items)} jobs in one batch; the limit is {self.settings.max_batch_jobs}",
+                param="jobs",
+            )
+        if model is not None:
+            self.registry.get(model)
+        now = time.time()
+        batch = Batch(
+            id=batch_id or new_id("batch"),
+            tenant=tenant,
+            model=model or self.registry.default,
+            status=BatchStatus.IN_PROGRESS,
+            total=len(items),
+            created_at=now,
+            in_progress_at=now,
+            expires_at=now + self.settings.batch_window_s,
+            metadata=metadata,
+        )
+        jobs = await run_in_threadpool(self._build_batch_jobs, items, tenant, batch, item_label)
+        await self.store.create(jobs, batch)
+        try:
+            await self._enqueue(jobs)
+        except UnavailableError:
+            await self.store.mark_batch(batch.id, BatchStatus.FAILED, "failed_at")
+            raise
+        return batch
+
+    def _build_batch_jobs(
+        self, items: Sequence[dict[str, object]], tenant: str, batch: Batch, item_label: str
+    ) -> list[Job]:
+        jobs = []
+        for i, item in enumerate(items):
+            label = item_label.format(i=i, line=i + 1)
+            try:
+                request = CreateJobRequest.model_validate(item)
+                jobs.append(
+                    self.build_job(
+                        request,
+                        tenant,
+                        default_model=batch.model,
+                        batch_id=batch.id,
+                        index=i,
+                        expires_at=batch.expires_at,
+                    )
+                )
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise InvalidRequestError(
+                    f"{label}: {where + ': ' if where else ''}{first['msg']}",
+                    param=label,
+                    code="invalid_job",
+                ) from exc
+            except TokenqError as exc:
+                exc.message = f"{label}: {exc.message}"
+                exc.args = (exc.message,)
+                exc.param = label
+                raise
+        return jobs
+
+    async def _enqueue(self, jobs: list[Job]) -> None:
+        by_model: dict[str, list[str]] = defaultdict(list)
+        for job in jobs:
+            by_model[job.spec.model].append(job.id)
+        try:
+            for model, ids in by_model.items():
+                await run_in_threadpool(enqueue, self.celery, model, ids)
+        except Exception as exc:  # the broker is Redis too; either way the job was not queued
+            raise UnavailableError(f"could not enqueue: {exc}") from exc
+
+    async def cancel_batch(self, batch: Batch) -> None:
+        """Mark the batch cancelling and cancel every job (queued ones never start)."""
+        await self.store.mark_batch(batch.id, BatchStatus.CANCELLING, "cancelling_at")
+        ids = await self.store.batch_job_ids(batch.id)
+        chunk = 500
+        for start in range(0, len(ids), chunk):
+            jobs = await self.store.get_jobs(ids[start : start + chunk])
+            await asyncio.gather(*(self.store.cancel(j) for j in jobs if j is not None))

@@ -1,0 +1,39 @@
+"""Numbered events of a job's (or a batch's) log, as stored in its stream and published live."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    STATUS = "status"  #: a status transition: {status, at, attempt?}
+    TOKEN = "token"  #: generated text: {text, n} (n = completion tokens so far)
+    RESET = "reset"  #: a new attempt started after a crash: discard the text so far
+    DONE = "done"  #: the final event of a job that did not fail: {status, result}
+    ERROR = "error"  #: the final event of a failed job: {status, result}
+    JOB = "job"  #: (batch log) one job reached a final status: {job_id, custom_id, status, counts}
+
+
+#: Events after which a stream has nothing more to say.
+FINAL_EVENTS = frozenset({EventType.DONE, EventType.ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    type: str
+    data: dict[str, Any]
+    raw: str  #: the JSON as stored, forwarded to clients without re-encoding
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> Event:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        obj = json.loads(text)
+        return cls(seq=obj["seq"], type=obj["type"], data=obj["data"], raw=text)
+
+    @property
+    def final(self) -> bool:
+        return self.type in FINAL_EVENTS

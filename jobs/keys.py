@@ -1,0 +1,56 @@
+"""Every Redis key and channel name tokenq uses, in one place (api and worker both import it)."""
+
+PREFIX = "tokenq"
+
+#: How long a finished job's record and event log are kept (7 days): long enough to download.
+RESULT_TTL_S = 7 * 24 * 3600
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (request, status, stamps, result)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """Stream: the job's replayable event log; entry ids are `<seq>-0`."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def job_channel(job_id: str) -> str:
+    """Pub/sub channel: live fan-out of the job's events."""
+    return f"{PREFIX}:chan:job:{job_id}"
+
+
+def batch(batch_id: str) -> str:
+    """Hash: the batch record and its live counters."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_jobs(batch_id: str) -> str:
+    """List: the batch's job ids in input order."""
+    return f"{PREFIX}:batch:{batch_id}:jobs"
+
+
+def batch_events(batch_id: str) -> str:
+    """Stream: the batch's replayable event log (per-job completions, counts)."""
+    return f"{PREFIX}:batch:{batch_id}:events"
+
+
+def batch_channel(batch_id: str) -> str:
+    """Pub/sub channel: live fan-out of the batch's events."""
+    return f"{PREFIX}:chan:batch:{batch_id}"
+
+
+def idempotency(tenant: str, key: str) -> str:
+    """String: the batch id created for a tenant's Idempotency-Key."""
+    return f"{PREFIX}:idem:{tenant}:{key}"
+
+
+def model_queue(alias: str) -> str:
+    """Celery queue (a Redis list in kombu) that the workers of one model consume."""
+    return f"{PREFIX}.model.{alias}"
+
+
+def channel_prefix() -> str:
+    """Pattern prefix of every tokenq pub/sub channel."""
+    return f"{PREFIX}:chan:"

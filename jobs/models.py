@@ -1,0 +1,246 @@
+"""Domain models shared by the API and the worker: jobs, their sampling, results, and batches."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Upper bound on max_tokens for one job, whatever the model's context.
+MAX_TOKENS_CAP = 8192
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  #: accepted, durable, waiting for a worker
+    RUNNING = "running"  #: claimed by a worker attempt, generating
+    SUCCEEDED = "succeeded"  #: finished with a result (stop or length)
+    FAILED = "failed"  #: generation raised, or its worker was lost too many times
+    CANCELLED = "cancelled"  #: stopped on request; keeps any partial text
+    EXPIRED = "expired"  #: not started before its deadline
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  #: end-of-generation token or a stop sequence
+    LENGTH = "length"  #: max_tokens reached
+    CANCELLED = "cancelled"  #: cancel requested
+    ERROR = "error"  #: generation raised
+
+
+class BatchStatus(StrEnum):
+    """OpenAI's batch statuses (https://platform.openai.com/docs/api-reference/batch/object)."""
+
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+class SamplingParams(BaseModel):
+    """How to sample one job; llama.cpp's names and defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int = Field(128, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float = Field(0.8, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, ge=0.0, le=1.0)
+    top_k: int = Field(40, ge=0, le=1000)
+    min_p: float = Field(0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(1.0, ge=0.0, le=2.0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+
+
+class JobSpec(BaseModel):
+    """What a worker needs to run a job; written once by the API, read by the worker."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    prompt: str  #: the final prompt text (chat messages and templates already applied)
+    prompt_tokens: int  #: counted by the API with the model's tokenizer
+    chat: bool = False  #: the prompt came from a chat template (parse special tokens)
+    echo: bool = False  #: prepend the prompt to the returned text
+    sampling: SamplingParams
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Timings(BaseModel):
+    queue_wait_ms: float  #: queued -> claimed by a worker
+    time_to_first_token_ms: float | None  #: claimed -> first token
+    generation_ms: float  #: claimed -> last token
+    tokens_per_second: float | None
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobResult(BaseModel):
+    """The final result, written once per job."""
+
+    text: str
+    finish_reason: FinishReason | None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    error: JobError | None = None
+
+
+def _float(raw: str | None) -> float | None:
+    return float(raw) if raw not in (None, "") else None
+
+
+class Job(BaseModel):
+    """A job as stored in Redis (see jobs/keys.py: job)."""
+
+    id: str
+    tenant: str
+    status: JobStatus
+    spec: JobSpec
+    batch_id: str | None = None
+    custom_id: str | None = None
+    index: int | None = None
+    attempt: int = 0
+    completion_tokens: int = 0
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    result: JobResult | None = None
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> Job:
+        return cls(
+            id=raw["id"],
+            tenant=raw["tenant"],
+            status=JobStatus(raw["status"]),
+            spec=JobSpec.model_validate_json(raw["spec"]),
+            batch_id=raw.get("batch_id") or None,
+            custom_id=raw.get("custom_id") or None,
+            index=int(raw["idx"]) if raw.get("idx") not in (None, "") else None,
+            attempt=int(raw.get("attempt") or 0),
+            completion_tokens=int(raw.get("completion_tokens") or 0),
+            created_at=float(raw["created_at"]),
+            started_at=_float(raw.get("started_at")),
+            finished_at=_float(raw.get("finished_at")),
+            expires_at=_float(raw.get("expires_at")),
+            result=JobResult.model_validate_json(raw["result"]) if raw.get("result") else None,
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        """The initial record of a new job (stamps and result are added by the Lua scripts)."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "status": self.status.value,
+            "spec": self.spec.model_dump_json(),
+            "batch_id": self.batch_id or "",
+            "custom_id": self.custom_id or "",
+            "idx": "" if self.index is None else str(self.index),
+            "attempt": str(self.attempt),
+            "created_at": repr(self.created_at),
+            "expires_at": "" if self.expires_at is None else repr(self.expires_at),
+        }
+
+
+class RequestCounts(BaseModel):
+    total: int
+    completed: int  #: succeeded (OpenAI's meaning of completed)
+    failed: int
+    cancelled: int = 0
+    expired: int = 0
+
+
+class Batch(BaseModel):
+    """A bulk submission: many jobs, counted live, exported in input order."""
+
+    id: str
+    tenant: str
+    model: str
+    status: BatchStatus
+    endpoint: str = "/v1/jobs"
+    completion_window: str = "24h"
+    total: int
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    created_at: float
+    in_progress_at: float | None = None
+    finalizing_at: float | None = None
+    completed_at: float | None = None
+    failed_at: float | None = None
+    expires_at: float | None = None
+    expired_at: float | None = None
+    cancelling_at: float | None = None
+    cancelled_at: float | None = None
+    metadata: dict[str, str] | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.cancelled + self.expired
+
+    @property
+    def request_counts(self) -> RequestCounts:
+        return RequestCounts(
+            total=self.total,
+            completed=self.succeeded,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            expired=self.expired,
+        )
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> Batch:
+        stamps = (
+            "created_at in_progress_at finalizing_at completed_at failed_at expires_at "
+            "expired_at cancelling_at cancelled_at"
+        ).split()
+        return cls(
+            id=raw["id"],
+            tenant=raw["tenant"],
+            model=raw["model"],
+            status=BatchStatus(raw["status"]),
+            endpoint=raw.get("endpoint") or "/v1/jobs",
+            completion_window=raw.get("completion_window") or "24h",
+            total=int(raw["total"]),
+            succeeded=int(raw.get("succeeded") or 0),
+            failed=int(raw.get("failed") or 0),
+            cancelled=int(raw.get("cancelled") or 0),
+            expired=int(raw.get("expired") or 0),
+            metadata=json.loads(raw["metadata"]) if raw.get("metadata") else None,
+            **{name: _float(raw.get(name)) for name in stamps},
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "tenant": self.tenant,
+            "model": self.model,
+            "status": self.status.value,
+            "endpoint": self.endpoint,
+            "completion_window": self.completion_window,
+            "total": str(self.total),
+            "created_at": repr(self.created_at),
+            "metadata": json.dumps(self.metadata) if self.metadata else "",
+        }
+        for name in ("in_progress_at", "expires_at"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = repr(value)
+        return out

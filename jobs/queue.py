@@ -1,0 +1,67 @@
+"""The Celery app factory, task names, routing, and bulk enqueueing (shared by API and worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery
+from kombu import Queue
+
+from jobs import keys
+from jobs.settings import Settings
+
+#: The one task: run a job by id. Its only argument is the job id (the spec lives in Redis).
+RUN_JOB_TASK = "tokenq.run_job"
+
+#: Messages per pipelined publish (one Redis round trip each) when enqueueing a batch.
+ENQUEUE_CHUNK = 1000
+
+
+def make_celery(settings: Settings, models: Sequence[str] = ()) -> Celery:
+    """A Celery app on tokenq's Redis; `models` are the queues this process declares."""
+    app = Celery("tokenq", broker=settings.redis_url, backend=None)
+    transport = {
+        # An unacked job becomes visible again after this long; it must outlast the longest job,
+        # or a job still running would be handed to a second worker.
+        "visibility_timeout": settings.visibility_timeout_s,
+        "unacked_restore_interval": 5,
+    }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # results live in the job record, never in Celery's backend
+        task_acks_late=True,  # ack after the job ran: a lost worker's job is redelivered
+        task_reject_on_worker_lost=True,  # ...including when the process is killed mid-job
+        worker_prefetch_multiplier=1,  # one message per free slot, none held back
+        task_time_limit=settings.job_time_limit_s,
+        task_soft_time_limit=max(1, settings.job_time_limit_s - 5),
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_send_task_events=False,
+        task_default_queue=keys.model_queue("default"),
+        task_queues=[Queue(keys.model_queue(alias), routing_key=keys.model_queue(alias)) for alias in models],
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def enqueue(app: Celery, model: str, job_ids: Sequence[str]) -> None:
+    """Send one run_job message per job id, ENQUEUE_CHUNK messages per Redis round trip.
+
+    kombu's Producer.batch buffers the LPUSHes of each chunk in one pipeline. Messages go to the
+    model's queue through the default exchange (routing key = queue name), so routing needs no
+    Redis lookups per message.
+    """
+    queue = keys.model_queue(model)
+    with app.producer_or_acquire() as producer, producer.batch(max_size=ENQUEUE_CHUNK):
+        for job_id in job_ids:
+            app.send_task(
+                RUN_JOB_TASK,
+                args=[job_id],
+                queue=queue,  # a direct queue and no exchange: Celery publishes it anonymously
+                producer=producer,
+                task_id=job_id,
+            )

@@ -1,0 +1,51 @@
+"""tokenq's settings, read from TOKENQ_* environment variables (see configs/.env.example)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The checkout's root: configs/ and var/ are found relative to it by default.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENQ_", env_file=".env", extra="ignore")
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis for jobs, events and the Celery broker (`tokenq up` starts its own "
+        "when this one is unreachable).",
+    )
+    models_config: Path = Field(ROOT / "configs" / "models.yaml")
+    templates_config: Path = Field(ROOT / "configs" / "templates.yaml")
+    data_dir: Path = Field(ROOT / "var", description="Embedded Redis data, assembled models.")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="tenant name -> sha256 hex of its API key; empty = one anonymous tenant.",
+    )
+
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_batch_jobs: int = Field(50_000, ge=1)
+    job_time_limit_s: int = Field(900, ge=1, description="Hard limit on one job's run.")
+    visibility_timeout_s: int = Field(
+        3600, ge=2, description="Redelivery delay of an unacked job; above the job time limit."
+    )
+    max_attempts: int = Field(3, ge=1, le=20)
+    result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    batch_window_s: int = Field(24 * 3600, ge=1, description="A batch job's deadline to start.")
+    stream_ping_s: float = Field(15.0, gt=0)
+
+    worker_model: str | None = Field(None, description="Alias a worker process serves.")
+
+    @model_validator(mode="after")
+    def _visibility_above_time_limit(self) -> Settings:
+        # A job still running when its message becomes visible again would run twice at once.
+        if self.visibility_timeout_s <= self.job_time_limit_s:
+            raise ValueError("visibility_timeout_s must be above job_time_limit_s")
+        return self

@@ -1,0 +1,187 @@
+"""Redis reads and writes of jobs, batches and their event logs; Lua where a step must be atomic.
+
+`AsyncStore` serves the API (redis.asyncio), `WorkerStore` the worker (blocking redis). Both use
+the same scripts from jobs/lua/, each prefixed with _lib.lua.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from jobs import keys
+from jobs.events import Event, EventType
+from jobs.models import Batch, Job, JobResult, JobStatus
+
+#: Jobs written per pipeline round trip when creating a batch.
+WRITE_CHUNK = 1000
+
+
+def _script_source(name: str) -> str:
+    lua = resources.files("jobs").joinpath("lua")
+    return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+SCRIPT_NAMES = ("claim", "emit", "finish", "cancel")
+
+
+def job_keys(job_id: str, batch_id: str | None) -> list[str]:
+    """The KEYS every script takes: job hash, job stream, batch hash, batch stream."""
+    own = [keys.job(job_id), keys.job_events(job_id)]
+    if not batch_id:
+        return own + own
+    return own + [keys.batch(batch_id), keys.batch_events(batch_id)]
+
+
+def channels(job_id: str, batch_id: str | None) -> list[str]:
+    return [keys.job_channel(job_id), keys.batch_channel(batch_id) if batch_id else ""]
+
+
+def initial_event(status: JobStatus, at: float) -> str:
+    return json.dumps({"seq": 1, "type": EventType.STATUS, "data": {"status": status, "at": at}})
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+class AsyncStore:
+    """The API's view of Redis."""
+
+    def __init__(self, client: aioredis.Redis, result_ttl_s: int = keys.RESULT_TTL_S):
+        self.redis = client
+        self.result_ttl_s = result_ttl_s
+        self._scripts = {n: client.register_script(_script_source(n)) for n in SCRIPT_NAMES}
+
+    async def create(self, jobs: list[Job], batch: Batch | None = None) -> None:
+        """Write job records (and their batch) before anything is enqueued.
+
+        Chunks go in MULTI/EXEC transactions so no chunk is half-written; the batch record is
+        written last, so a batch id never points at missing jobs.
+        """
+        for start in range(0, len(jobs), WRITE_CHUNK):
+            pipe = self.redis.pipeline(transaction=True)
+            for job in jobs[start : start + WRITE_CHUNK]:
+                record = job.to_redis()
+                record["seq"] = "1"
+                pipe.hset(keys.job(job.id), mapping=record)
+                pipe.xadd(
+                    keys.job_events(job.id), {"e": initial_event(job.status, job.created_at)}, id="1-0"
+                )
+            if batch is not None:
+                pipe.rpush(keys.batch_jobs(batch.id), *(j.id for j in jobs[start : start + WRITE_CHUNK]))
+            await pipe.execute()
+        if batch is not None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.batch(batch.id), mapping={**batch.to_redis(), "seq": "1"})
+            pipe.xadd(
+                keys.batch_events(batch.id),
+                {"e": initial_event(batch.status, batch.created_at)},  # type: ignore[arg-type]
+                id="1-0",
+            )
+            await pipe.execute()
+
+    async def get_job(self, job_id: str) -> Job | None:
+        raw = await self.redis.hgetall(keys.job(job_id))
+        return Job.from_redis(_decode(raw)) if raw else None
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        raw = await self.redis.hgetall(keys.batch(batch_id))
+        return Batch.from_redis(_decode(raw)) if raw else None
+
+    async def batch_job_ids(self, batch_id: str, start: int = 0, stop: int = -1) -> list[str]:
+        ids = await self.redis.lrange(keys.batch_jobs(batch_id), start, stop)
+        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+    async def get_jobs(self, job_ids: Iterable[str]) -> list[Job | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        return [Job.from_redis(_decode(r)) if r else None for r in await pipe.execute()]
+
+    async def cancel(self, job: Job) -> str:
+        """'cancelled' | 'cancelling' | the terminal status the job already had | 'missing'."""
+        result = await self._scripts["cancel"](
+            keys=job_keys(job.id, job.batch_id),
+            args=[*channels(job.id, job.batch_id), time.time(), self.result_ttl_s],
+        )
+        return result.decode() if isinstance(result, bytes) else result
+
+    async def mark_batch(self, batch_id: str, status: str, stamp: str) -> None:
+        await self.redis.hset(keys.batch(batch_id), mapping={"status": status, stamp: time.time()})
+
+    async def events_after(self, stream: str, after_seq: int, count: int = 1000) -> list[Event]:
+        """Events with seq > after_seq, oldest first (entry ids are `<seq>-0`)."""
+        entries = await self.redis.xrange(stream, min=f"({after_seq}-0", max="+", count=count)
+        return [Event.parse(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries]
+
+    async def claim_idempotency_key(self, tenant: str, key: str, batch_id: str) -> str | None:
+        """Record key -> batch_id unless the key is taken; return the batch id it already names."""
+        redis_key = keys.idempotency(tenant, key)
+        if await self.redis.set(redis_key, batch_id, nx=True, ex=self.result_ttl_s):
+            return None
+        existing = await self.redis.get(redis_key)
+        return existing.decode() if isinstance(existing, bytes) else existing
+
+    async def release_idempotency_key(self, tenant: str, key: str) -> None:
+        await self.redis.delete(keys.idempotency(tenant, key))
+
+
+class WorkerStore:
+    """The worker's view of Redis: claim an attempt, append its events, write its result once."""
+
+    def __init__(self, client: redis.Redis, result_ttl_s: int, max_attempts: int):
+        self.redis = client
+        self.result_ttl_s = result_ttl_s
+        self.max_attempts = max_attempts
+        self._scripts = {n: client.register_script(_script_source(n)) for n in SCRIPT_NAMES}
+
+    def get_job(self, job_id: str) -> Job | None:
+        raw = self.redis.hgetall(keys.job(job_id))
+        return Job.from_redis(_decode(raw)) if raw else None
+
+    def claim(self, job: Job) -> int | None:
+        """Start a new attempt; its number is the fencing token. None: nothing to run."""
+        result = self._scripts["claim"](
+            keys=job_keys(job.id, job.batch_id),
+            args=[
+                *channels(job.id, job.batch_id),
+                time.time(),
+                self.result_ttl_s,
+                self.max_attempts,
+            ],
+        )
+        return int(result[1]) if result[0] == b"claimed" else None
+
+    def emit(
+        self, job: Job, fence: int, completion_tokens: int, events: list[tuple[str, str]]
+    ) -> int:
+        """Append events in one round trip. 0: go on; 1: cancel requested; -1: fenced out."""
+        args: list[Any] = [keys.job_channel(job.id), fence, completion_tokens]
+        for etype, data in events:
+            args += [etype, data]
+        return int(self._scripts["emit"](keys=job_keys(job.id, job.batch_id)[:2], args=args))
+
+    def finish(self, job: Job, fence: int, status: JobStatus, result: JobResult) -> bool:
+        """Write the final result unless the job already has one or another attempt owns it."""
+        written = self._scripts["finish"](
+            keys=job_keys(job.id, job.batch_id),
+            args=[
+                *channels(job.id, job.batch_id),
+                time.time(),
+                self.result_ttl_s,
+                fence,
+                status.value,
+                result.model_dump_json(),
+            ],
+        )
+        return bool(written)

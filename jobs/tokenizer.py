@@ -1,0 +1,85 @@
+"""Count tokens and render chat prompts with a model's own tokenizer (loaded vocab_only)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from jobs.registry import ModelConfig
+
+
+class Tokenizer(Protocol):
+    def count(self, text: str, *, special: bool) -> int: ...
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str: ...
+
+
+class LlamaTokenizer:
+    """The GGUF's vocabulary and chat template, without its weights (a few MB, ~50 ms to load)."""
+
+    def __init__(self, gguf: Path, chat_format: str | None = None):
+        import llama_cpp  # the only place outside worker/ that needs it
+
+        self._llama = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+        self._chat_format = chat_format
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        return tokenize_prompt(self._llama, text, special=special)
+
+    def count(self, text: str, *, special: bool) -> int:
+        return len(self.tokenize(text, special=special))
+
+    @cached_property
+    def _formatter(self) -> Any:
+        from llama_cpp import llama_chat_format
+
+        if self._chat_format is not None:
+            return llama_chat_format.get_chat_completion_handler(self._chat_format)
+        meta = self._llama.metadata
+        template = meta.get("tokenizer.chat_template")
+        if template is None:
+            return None
+        vocab = self._llama._model  # noqa: SLF001 - bos/eos text is only exposed here
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._llama.detokenize([vocab.token_eos()], special=True).decode(),
+            bos_token=self._llama.detokenize([vocab.token_bos()], special=True).decode(),
+        )
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        formatter = self._formatter
+        if formatter is None:
+            # No template in the GGUF: a plain transcript, the way llama.cpp's server falls back.
+            lines = [f"{m['role']}: {m['content']}" for m in messages]
+            return "\n".join(lines) + "\nassistant:"
+        return str(formatter(messages=messages).prompt)
+
+
+def tokenize_prompt(llama: Any, text: str, *, special: bool) -> list[int]:
+    """The prompt's tokens as the worker evaluates them (API and worker must count alike).
+
+    llama.cpp adds BOS when the vocabulary asks for it; a chat template may have written it as
+    text already, so a doubled BOS is dropped.
+    """
+    tokens: list[int] = llama.tokenize(text.encode(), add_bos=True, special=special)
+    bos = llama.token_bos()
+    if len(tokens) > 1 and tokens[0] == bos and tokens[1] == bos:
+        tokens = tokens[1:]
+    return tokens
+
+
+class FakeTokenizer:
+    """Whitespace tokens, for the fake engine used in scale and fault tests."""
+
+    def count(self, text: str, *, special: bool) -> int:
+        return len(text.split()) + 1
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+
+
+def load_tokenizer(model: ModelConfig, data_dir: Path) -> Tokenizer:
+    if model.engine == "fake" or model.gguf is None:
+        return FakeTokenizer()
+    return LlamaTokenizer(model.gguf.resolve(data_dir), model.chat_format)

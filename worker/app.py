@@ -1,0 +1,54 @@
+"""The worker's Celery app: the run_job task and the model loaded once per worker process."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from jobs.queue import RUN_JOB_TASK, make_celery
+from jobs.registry import ModelConfig
+from jobs.settings import Settings
+from jobs.store import WorkerStore
+from worker.engine import Engine
+from worker.runner import Runner
+
+logger = logging.getLogger(__name__)
+
+
+def load_engine(model: ModelConfig, settings: Settings) -> Engine:
+    if model.engine == "fake":
+        from worker.fake_engine import FakeEngine
+
+        return FakeEngine(model)
+    from worker.llama_engine import LlamaEngine
+
+    return LlamaEngine(model, settings.data_dir)
+
+
+def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
+    """A Celery app consuming `model`'s queue; each pool process loads the model once, after fork."""
+    app = make_celery(settings, [model.alias])
+    state: dict[str, Runner] = {}
+
+    @worker_process_init.connect(weak=False)
+    def _load_model(**_: object) -> None:
+        client = redis.Redis.from_url(settings.redis_url)
+        store = WorkerStore(client, settings.result_ttl_s, settings.max_attempts)
+        state["runner"] = Runner(store, load_engine(model, settings))
+        logger.info("model %s loaded (engine %s)", model.alias, model.engine)
+
+    @worker_process_shutdown.connect(weak=False)
+    def _close(**_: object) -> None:
+        runner = state.pop("runner", None)
+        if runner is not None:
+            runner.engine.close()
+
+    @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
+    def run_job(job_id: str) -> str | None:
+        status = state["runner"].run(job_id)
+        return status.value if status else None
+
+    return app

@@ -1,0 +1,53 @@
+"""The engine interface: submit a job, receive its tokens, cancel it.
+
+The runner only talks to this interface, so a continuous-batching engine can replace the
+one-job-at-a-time one without touching the runner or the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from jobs.models import FinishReason, SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    prompt: str
+    sampling: SamplingParams
+    chat: bool = False  #: parse special tokens in the prompt (it came from a chat template)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One step of a generation: new text (may be empty while a character or stop is held)."""
+
+    text: str
+    completion_tokens: int  #: tokens generated so far
+    prompt_tokens: int
+    finish_reason: FinishReason | None = None  #: set on the last chunk only
+
+
+class Generation(Protocol):
+    """A submitted job: iterate for chunks; the last one carries finish_reason."""
+
+    def __iter__(self) -> Iterator[Chunk]: ...
+
+    def cancel(self) -> None:
+        """Stop decoding at the next token; the iterator then ends with finish_reason cancelled."""
+
+
+class Engine(Protocol):
+    def submit(self, request: GenerationRequest) -> Generation: ...
+
+    def close(self) -> None: ...
+
+
+class EngineError(Exception):
+    """Base of the engine's own errors (a job that fails with one ends `failed`)."""
+
+
+class PromptTooLongError(EngineError):
+    pass

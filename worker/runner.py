@@ -1,0 +1,114 @@
+"""One job's lifecycle in a worker: claim, generate through the engine, stream, finish once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from jobs.events import EventType
+from jobs.models import FinishReason, Job, JobError, JobResult, JobStatus, Timings, Usage
+from jobs.store import WorkerStore
+from worker.engine import Chunk, Engine, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+#: emit() answers: go on, cancel requested, this attempt lost the job (fenced out).
+GO_ON, CANCEL, FENCED = 0, 1, -1
+
+
+def _token_event(text: str, n: int) -> tuple[str, str]:
+    return EventType.TOKEN.value, json.dumps({"text": text, "n": n})
+
+
+class Runner:
+    """Runs jobs by id on one engine. Thread-safe as far as the engine is."""
+
+    def __init__(self, store: WorkerStore, engine: Engine):
+        self.store = store
+        self.engine = engine
+
+    def run(self, job_id: str) -> JobStatus | None:
+        """Run one job to its final status; None when there was nothing to run."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            logger.warning("job %s has no record (expired or never written); dropping", job_id)
+            return None
+        fence = self.store.claim(job)
+        if fence is None:
+            logger.info("job %s needs no run (already final, cancelled or expired)", job_id)
+            return None
+        return self._generate(job, fence)
+
+    def _generate(self, job: Job, fence: int) -> JobStatus | None:
+        spec = job.spec
+        claimed_at = time.time()
+        first_token_at: float | None = None
+        parts: list[str] = []
+        last = Chunk("", 0, spec.prompt_tokens)
+        cancelled = False
+        if spec.echo:
+            parts.append(spec.prompt)
+            self.store.emit(job, fence, 0, [_token_event(spec.prompt, 0)])
+        generation = self.engine.submit(
+            GenerationRequest(prompt=spec.prompt, sampling=spec.sampling, chat=spec.chat)
+        )
+        try:
+            for chunk in generation:
+                last = chunk
+                if not chunk.text and chunk.finish_reason is None:
+                    continue  # a held-back piece: nothing to show yet
+                if chunk.text:
+                    parts.append(chunk.text)
+                    first_token_at = first_token_at or time.time()
+                answer = self.store.emit(
+                    job, fence, chunk.completion_tokens, [_token_event(chunk.text, chunk.completion_tokens)]
+                )
+                if answer == FENCED:
+                    logger.warning("job %s attempt %d lost ownership; stopping", job.id, fence)
+                    generation.cancel()
+                    return None
+                if answer == CANCEL and not cancelled:
+                    cancelled = True
+                    generation.cancel()
+        except Exception as exc:  # a failing job must not take the worker down
+            logger.exception("job %s failed", job.id)
+            result = JobResult(
+                text="".join(parts),
+                finish_reason=FinishReason.ERROR,
+                usage=_usage(last),
+                error=JobError(type=type(exc).__name__, message=str(exc)),
+            )
+            self.store.finish(job, fence, JobStatus.FAILED, result)
+            return JobStatus.FAILED
+
+        done_at = time.time()
+        status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
+        finish_reason = FinishReason.CANCELLED if cancelled else last.finish_reason
+        result = JobResult(
+            text="".join(parts),
+            finish_reason=finish_reason,
+            usage=_usage(last),
+            timings=Timings(
+                queue_wait_ms=(claimed_at - job.created_at) * 1000,
+                time_to_first_token_ms=(first_token_at - claimed_at) * 1000 if first_token_at else None,
+                generation_ms=(done_at - claimed_at) * 1000,
+                tokens_per_second=(
+                    last.completion_tokens / (done_at - first_token_at)
+                    if first_token_at and done_at > first_token_at
+                    else None
+                ),
+            ),
+        )
+        if not self.store.finish(job, fence, status, result):
+            logger.warning("job %s already had a final result; attempt %d discarded", job.id, fence)
+            return None
+        return status
+
+
+def _usage(chunk: Chunk) -> Usage:
+    return Usage(
+        prompt_tokens=chunk.prompt_tokens,
+        completion_tokens=chunk.completion_tokens,
+        total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
+    )
