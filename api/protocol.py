@@ -115,6 +115,7 @@ class JobResponse(BaseModel):
     started_at: float | None
     finished_at: float | None
     attempt: int
+    worker: str | None
     batch_id: str | None
     custom_id: str | None
     progress: JobProgress
@@ -136,6 +137,7 @@ class JobResponse(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             attempt=job.attempt,
+            worker=job.worker,
             batch_id=job.batch_id,
             custom_id=job.custom_id,
             progress=JobProgress(completion_tokens=job.completion_tokens),

@@ -116,6 +116,7 @@ class Job(BaseModel):
     custom_id: str | None = None
     index: int | None = None
     attempt: int = 0
+    worker: str | None = None  #: the worker process running (or that ran) the latest attempt
     completion_tokens: int = 0
     created_at: float
     started_at: float | None = None
@@ -134,6 +135,7 @@ class Job(BaseModel):
             custom_id=raw.get("custom_id") or None,
             index=int(raw["idx"]) if raw.get("idx") not in (None, "") else None,
             attempt=int(raw.get("attempt") or 0),
+            worker=raw.get("worker") or None,
             completion_tokens=int(raw.get("completion_tokens") or 0),
             created_at=float(raw["created_at"]),
             started_at=_float(raw.get("started_at")),

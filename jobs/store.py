@@ -139,8 +139,9 @@ class AsyncStore:
 class WorkerStore:
     """The worker's view of Redis: claim an attempt, append its events, write its result once."""
 
-    def __init__(self, client: redis.Redis, result_ttl_s: int, max_attempts: int):
+    def __init__(self, client: redis.Redis, result_ttl_s: int, max_attempts: int, worker_name: str):
         self.redis = client
+        self.worker_name = worker_name
         self.result_ttl_s = result_ttl_s
         self.max_attempts = max_attempts
         self._scripts = {n: client.register_script(_script_source(n)) for n in SCRIPT_NAMES}
@@ -158,6 +159,7 @@ class WorkerStore:
                 time.time(),
                 self.result_ttl_s,
                 self.max_attempts,
+                self.worker_name,
             ],
         )
         return int(result[1]) if result[0] == b"claimed" else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import redis
 from celery import Celery
@@ -36,7 +38,8 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
     @worker_process_init.connect(weak=False)
     def _load_model(**_: object) -> None:
         client = redis.Redis.from_url(settings.redis_url)
-        store = WorkerStore(client, settings.result_ttl_s, settings.max_attempts)
+        name = f"{model.alias}@{socket.gethostname()}:{os.getpid()}"
+        store = WorkerStore(client, settings.result_ttl_s, settings.max_attempts, name)
         state["runner"] = Runner(store, load_engine(model, settings))
         logger.info("model %s loaded (engine %s)", model.alias, model.engine)
 

@@ -1,4 +1,4 @@
--- Worker claims a job for one attempt. ARGV: chan, bchan, now, ttl, max_attempts
+-- Worker claims a job for one attempt. ARGV: chan, bchan, now, ttl, max_attempts, worker name
 -- Returns {'claimed', attempt} | {'skip', status} | {'missing'}
 local chan, bchan, now, ttl, max_attempts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local status, cancel, expires_at = unpack(redis.call('HMGET', KEYS[1], 'status', 'cancel', 'expires_at'))
@@ -23,6 +23,6 @@ if attempt > 1 then
   redis.call('HSET', KEYS[1], 'completion_tokens', 0)
   append(KEYS[1], KEYS[2], chan, 'reset', '{"attempt":' .. attempt .. '}')
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', now)
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', now, 'worker', ARGV[6])
 append(KEYS[1], KEYS[2], chan, 'status', '{"status":"running","at":' .. now .. ',"attempt":' .. attempt .. '}')
 return {'claimed', attempt}
