@@ -59,7 +59,9 @@ class ModelConfig(BaseModel):
     n_gpu_layers: int = Field(0, ge=-1, description="-1 = all layers on the GPU")
     threads: int | None = Field(None, ge=1, description="None = the cores of the machine")
     n_batch: int = Field(512, ge=1)
-    chat_format: str | None = Field(None, description="None = the GGUF's own chat template")
+    chat_template: str | None = Field(
+        None, description="Jinja2 chat template; None = the one inside the GGUF"
+    )
     slots: int = Field(1, ge=1, description="Jobs one worker process runs at once")
     fake_token_delay_s: float = Field(0.0, ge=0, description="fake engine only")
 

@@ -18,11 +18,11 @@ class Tokenizer(Protocol):
 class LlamaTokenizer:
     """The GGUF's vocabulary and chat template, without its weights (a few MB, ~50 ms to load)."""
 
-    def __init__(self, gguf: Path, chat_format: str | None = None):
+    def __init__(self, gguf: Path, chat_template: str | None = None):
         import llama_cpp  # the only place outside worker/ that needs it
 
         self._llama = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
-        self._chat_format = chat_format
+        self._chat_template = chat_template
 
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         return tokenize_prompt(self._llama, text, special=special)
@@ -34,10 +34,7 @@ class LlamaTokenizer:
     def _formatter(self) -> Any:
         from llama_cpp import llama_chat_format
 
-        if self._chat_format is not None:
-            return llama_chat_format.get_chat_completion_handler(self._chat_format)
-        meta = self._llama.metadata
-        template = meta.get("tokenizer.chat_template")
+        template = self._chat_template or self._llama.metadata.get("tokenizer.chat_template")
         if template is None:
             return None
         vocab = self._llama._model  # noqa: SLF001 - bos/eos text is only exposed here
@@ -59,13 +56,12 @@ class LlamaTokenizer:
 def tokenize_prompt(llama: Any, text: str, *, special: bool) -> list[int]:
     """The prompt's tokens as the worker evaluates them (API and worker must count alike).
 
-    llama.cpp adds BOS when the vocabulary asks for it; a chat template may have written it as
-    text already, so a doubled BOS is dropped.
+    BOS is added when the vocabulary asks for it, unless a chat template already wrote it.
     """
-    tokens: list[int] = llama.tokenize(text.encode(), add_bos=True, special=special)
+    tokens: list[int] = llama.tokenize(text.encode(), add_bos=False, special=special)
     bos = llama.token_bos()
-    if len(tokens) > 1 and tokens[0] == bos and tokens[1] == bos:
-        tokens = tokens[1:]
+    if llama._model.add_bos_token() and (not tokens or tokens[0] != bos):  # noqa: SLF001
+        tokens.insert(0, bos)
     return tokens
 
 
@@ -82,4 +78,4 @@ class FakeTokenizer:
 def load_tokenizer(model: ModelConfig, data_dir: Path) -> Tokenizer:
     if model.engine == "fake" or model.gguf is None:
         return FakeTokenizer()
-    return LlamaTokenizer(model.gguf.resolve(data_dir), model.chat_format)
+    return LlamaTokenizer(model.gguf.resolve(data_dir), model.chat_template)
