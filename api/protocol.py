@@ -35,10 +35,14 @@ class CreateJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(None, description="Model alias (configs/models.yaml); default if unset.")
+    model: str | None = Field(
+        None, description="Model alias (configs/models.yaml); default if unset."
+    )
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=1000)
-    template: str | None = Field(None, description="Named prompt template (configs/templates.yaml).")
+    template: str | None = Field(
+        None, description="Named prompt template (configs/templates.yaml)."
+    )
     inputs: dict[str, str] | None = Field(None, description="Template variables.")
     max_tokens: int = Field(128, ge=1, le=MAX_TOKENS_CAP)
     temperature: float = Field(0.8, ge=0.0, le=2.0)
@@ -49,7 +53,9 @@ class CreateJobRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stop: str | list[str] | None = Field(None, description="Up to 8 stop sequences.")
     echo: bool = Field(False, description="Return the prompt before the generated text.")
-    custom_id: str | None = Field(None, max_length=512, description="Your id for this job (batches).")
+    custom_id: str | None = Field(
+        None, max_length=512, description="Your id for this job (batches)."
+    )
 
     @field_validator("stop")
     @classmethod
@@ -196,7 +202,9 @@ class BatchResponse(BaseModel):
             completion_window=batch.completion_window,
             status=batch.status,
             output_file_id=f"{batch.id}-output" if done else None,
-            error_file_id=f"{batch.id}-errors" if done and batch.finished > batch.succeeded else None,
+            error_file_id=f"{batch.id}-errors"
+            if done and batch.finished > batch.succeeded
+            else None,
             created_at=int(batch.created_at),
             in_progress_at=stamp(batch.in_progress_at),
             expires_at=stamp(batch.expires_at),

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.stack import Stack, StackError, redis_port, redis_reachable
+from cli.stack import Stack, StackError, redis_durability_problems, redis_port, redis_reachable
 
 app = typer.Typer(help="tokenq: batch completion service (FastAPI + Celery + Redis + llama.cpp).")
 err = Console(stderr=True)
@@ -45,7 +45,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @app.command()
 def up(
-    models: Annotated[str | None, typer.Option(help="Comma-separated aliases to serve (default: the default model).")] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated aliases to serve (default: the default model)."),
+    ] = None,
     host: Annotated[str, typer.Option(envvar="TOKENQ_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="TOKENQ_PORT")] = 8000,
 ) -> None:
@@ -55,7 +58,9 @@ def up(
 
     settings = Settings()
     if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print("[red]refusing to serve without API keys on a non-loopback address[/red] (set TOKENQ_API_KEYS)")
+        err.print(
+            "[red]refusing to serve without API keys on a non-loopback address[/red] (set TOKENQ_API_KEYS)"
+        )
         raise typer.Exit(2)
     registry = Registry.load(settings.models_config)
     aliases = [m.strip() for m in models.split(",")] if models else [registry.default]
@@ -65,6 +70,8 @@ def up(
     try:
         if redis_reachable(settings.redis_url):
             err.print(f"using Redis at {settings.redis_url}")
+            for problem in redis_durability_problems(settings.redis_url):
+                err.print(f"[yellow]warning:[/yellow] {problem}")
             stack.env["TOKENQ_REDIS_URL"] = settings.redis_url
         else:
             url = stack.start_redis(redis_port(settings.redis_url), settings.data_dir / "redis")
@@ -73,7 +80,9 @@ def up(
             stack.start_worker(alias, quiet=False)
             err.print(f"started worker for model {alias!r}")
         base = stack.start_api(host, port, quiet=False)
-        err.print(f"[green]tokenq is up:[/green] {base}  (docs: {base}/docs; Ctrl-C stops everything)")
+        err.print(
+            f"[green]tokenq is up:[/green] {base}  (docs: {base}/docs; Ctrl-C stops everything)"
+        )
         signal.signal(signal.SIGTERM, _interrupt)
         while all(p.poll() is None for _, p in stack.procs):
             time.sleep(0.5)
@@ -91,13 +100,22 @@ def up(
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(help="JSONL, one job object per line (prompt/messages/template...).")],
+    file: Annotated[
+        Path, typer.Argument(help="JSONL, one job object per line (prompt/messages/template...).")
+    ],
     url: URL = "http://127.0.0.1:8000",
     api_key: KEY = None,
     model: Annotated[str | None, typer.Option(help="Model alias for jobs that name none.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the batch, with a progress bar.")] = False,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write results JSONL here (implies --wait).")] = None,
-    idempotency_key: Annotated[str | None, typer.Option(help="Resubmitting with the same key returns the same batch.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the batch, with a progress bar.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write results JSONL here (implies --wait)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Resubmitting with the same key returns the same batch.")
+    ] = None,
 ) -> None:
     """Submit a JSONL file as one batch; print its id (and with --wait, wait and save results)."""
     headers = {"Content-Type": "application/jsonl"}
@@ -105,7 +123,12 @@ def submit(
         headers["Idempotency-Key"] = idempotency_key
     with _client(url, api_key, timeout=300) as client:
         batch = _check(
-            client.post("/v1/batches", content=file.read_bytes(), headers=headers, params={"model": model} if model else None)
+            client.post(
+                "/v1/batches",
+                content=file.read_bytes(),
+                headers=headers,
+                params={"model": model} if model else None,
+            )
         )
         err.print(f"batch {batch['id']}: {batch['request_counts']['total']} jobs queued")
         if not (wait or output):
@@ -113,9 +136,14 @@ def submit(
             return
         batch = _wait_batch(client, batch)
         counts = batch["request_counts"]
-        err.print(f"batch {batch['status']}: {counts['completed']} succeeded, {counts['failed']} failed, {counts.get('cancelled', 0)} cancelled")
+        err.print(
+            f"batch {batch['status']}: {counts['completed']} succeeded, {counts['failed']} failed, {counts.get('cancelled', 0)} cancelled"
+        )
         if output:
-            with output.open("wb") as out, client.stream("GET", f"/v1/batches/{batch['id']}/results") as r:
+            with (
+                output.open("wb") as out,
+                client.stream("GET", f"/v1/batches/{batch['id']}/results") as r,
+            ):
                 for chunk in r.iter_bytes():
                     out.write(chunk)
             err.print(f"results written to {output}")
@@ -124,14 +152,25 @@ def submit(
 
 def _wait_batch(client: httpx.Client, batch: dict) -> dict:
     done_statuses = {"completed", "cancelled", "failed", "expired"}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err) as progress:
         task = progress.add_task(batch["id"], total=batch["request_counts"]["total"])
         while batch["status"] not in done_statuses:
             time.sleep(0.5)
             batch = _check(client.get(f"/v1/batches/{batch['id']}"))
             c = batch["request_counts"]
-            progress.update(task, completed=c["completed"] + c["failed"] + c.get("cancelled", 0) + c.get("expired", 0))
+            progress.update(
+                task,
+                completed=c["completed"]
+                + c["failed"]
+                + c.get("cancelled", 0)
+                + c.get("expired", 0),
+            )
     return batch
 
 
@@ -153,12 +192,16 @@ def tail(job_id: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None) -
                             sys.stdout.write(event["data"]["text"])
                             sys.stdout.flush()
                         elif event["type"] == "reset":
-                            err.print(f"\n[yellow]-- worker lost; attempt {event['data']['attempt']} restarts --[/yellow]")
+                            err.print(
+                                f"\n[yellow]-- worker lost; attempt {event['data']['attempt']} restarts --[/yellow]"
+                            )
                         elif event["type"] in ("done", "error"):
                             result = event["data"]["result"]
                             sys.stdout.write("\n")
-                            err.print(f"[{event['data']['status']}] finish_reason={result.get('finish_reason')}"
-                                      + (f" error={result['error']}" if result.get("error") else ""))
+                            err.print(
+                                f"[{event['data']['status']}] finish_reason={result.get('finish_reason')}"
+                                + (f" error={result['error']}" if result.get("error") else "")
+                            )
                             return
                 return
             except httpx.TransportError:

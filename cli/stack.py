@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -50,6 +52,29 @@ def redis_reachable(url: str) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except redis.RedisError:
         return False
+
+
+def redis_durability_problems(url: str) -> list[str]:
+    """What in a running Redis breaks tokenq's guarantees (AOF everysec, no eviction)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        config = {
+            **client.config_get("appendonly"),
+            **client.config_get("appendfsync"),
+            **client.config_get("maxmemory-policy"),
+        }
+    except redis.RedisError:
+        return [
+            "could not read the Redis config (CONFIG GET refused); check AOF and eviction by hand"
+        ]
+    problems = []
+    if config.get("appendonly") != "yes" or config.get("appendfsync") not in ("everysec", "always"):
+        problems.append("this Redis does not keep an append-only file: accepted jobs die with it")
+    if config.get("maxmemory-policy") != "noeviction":
+        problems.append(
+            f"maxmemory-policy is {config.get('maxmemory-policy')}: Redis may evict jobs"
+        )
+    return problems
 
 
 def redis_server_binary() -> str:
@@ -80,7 +105,11 @@ class Stack:
         elif quiet:
             out = subprocess.DEVNULL
         proc = subprocess.Popen(
-            args, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
+            args,
+            env=self.env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
         )
         self.procs.append((name, proc))
@@ -93,9 +122,12 @@ class Stack:
             [
                 redis_server_binary(),
                 str(ROOT / "configs" / "redis.conf"),
-                "--port", str(port),
-                "--dir", str(data_dir),
-                "--daemonize", "no",
+                "--port",
+                str(port),
+                "--dir",
+                str(data_dir),
+                "--daemonize",
+                "no",
             ],
             quiet,
         )
@@ -104,7 +136,9 @@ class Stack:
         self.env["TOKENQ_REDIS_URL"] = url
         return url
 
-    def start_worker(self, model: str, quiet: bool = True, name: str | None = None) -> subprocess.Popen:
+    def start_worker(
+        self, model: str, quiet: bool = True, name: str | None = None
+    ) -> subprocess.Popen:
         return self._spawn(
             name or f"worker-{model}",
             [sys.executable, "-m", "worker", "--model", model, "--hostname", f"{name or model}@%h"],
@@ -115,16 +149,30 @@ class Stack:
         proc = self._spawn(
             "api",
             [
-                sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
-                "--host", host, "--port", str(port), "--log-level", "warning", "--no-access-log",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.app:create_app",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
             ],
             quiet,
         )
         base = f"http://{host}:{port}"
-        wait_until(lambda: httpx.get(f"{base}/healthz", timeout=1).status_code == 200, 60, "api", proc)
+        wait_until(
+            lambda: httpx.get(f"{base}/healthz", timeout=1).status_code == 200, 60, "api", proc
+        )
         return base
 
-    def stop(self, name: str | None = None, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
+    def stop(
+        self, name: str | None = None, sig: int = signal.SIGTERM, timeout_s: float = 15
+    ) -> None:
         """Stop one named process (or all, newest first) and its children."""
         for proc_name, proc in reversed(list(self.procs)):
             if name is not None and proc_name != name:

@@ -1,14 +1,14 @@
 """tokenq's error tree; each error knows its HTTP status so the API maps them in one place.
 
-    TokenqError
-    ├── NotFoundError          404  unknown id, or another tenant's
-    │   └── UnknownModelError  404  with the list of known aliases
-    ├── ConflictError          409  e.g. cancelling a finished job
-    ├── InvalidRequestError    400  malformed input (bad JSONL line, ...)
-    ├── ContextOverflowError   422  prompt + max_tokens beyond the model's context
-    ├── PayloadTooLargeError   413  body or batch over its limit
-    ├── AuthenticationError    401  missing or unknown API key
-    └── UnavailableError       503  Redis or the broker could not take the job
+TokenqError
+├── NotFoundError          404  unknown id, or another tenant's
+│   └── UnknownModelError  404  with the list of known aliases
+├── ConflictError          409  e.g. cancelling a finished job
+├── InvalidRequestError    400  malformed input (bad JSONL line, ...)
+├── ContextOverflowError   422  prompt + max_tokens beyond the model's context
+├── PayloadTooLargeError   413  body or batch over its limit
+├── AuthenticationError    401  missing or unknown API key
+└── UnavailableError       503  Redis or the broker could not take the job
 """
 
 from __future__ import annotations

@@ -38,14 +38,17 @@ def make_celery(settings: Settings, models: Sequence[str] = ()) -> Celery:
         worker_prefetch_multiplier=1,  # one message per free slot, none held back
         task_time_limit=settings.job_time_limit_s,
         # The soft limit raises inside the job (it ends `failed`) a little before the hard kill.
-        task_soft_time_limit=settings.job_time_limit_s - max(1, min(5, settings.job_time_limit_s // 10)),
+        task_soft_time_limit=settings.job_time_limit_s
+        - max(1, min(5, settings.job_time_limit_s // 10)),
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_send_task_events=False,
         task_default_queue=keys.model_queue("default"),
-        task_queues=[Queue(keys.model_queue(alias), routing_key=keys.model_queue(alias)) for alias in models],
+        task_queues=[
+            Queue(keys.model_queue(alias), routing_key=keys.model_queue(alias)) for alias in models
+        ],
         worker_hijack_root_logger=False,
     )
     return app

@@ -15,9 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOKENQ_", env_file=".env", extra="ignore")
 
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0",
-        description="Redis for jobs, events and the Celery broker (`tokenq up` starts its own "
-        "when this one is unreachable).",
+        "redis://127.0.0.1:6380/0",
+        description="Redis for jobs, events and the Celery broker. `tokenq up` starts its own "
+        "redis-server on this (loopback) port when nothing answers there.",
     )
     models_config: Path = Field(ROOT / "configs" / "models.yaml")
     templates_config: Path = Field(ROOT / "configs" / "templates.yaml")

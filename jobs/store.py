@@ -75,10 +75,14 @@ class AsyncStore:
                 record["seq"] = "1"
                 pipe.hset(keys.job(job.id), mapping=record)
                 pipe.xadd(
-                    keys.job_events(job.id), {"e": initial_event(job.status, job.created_at)}, id="1-0"
+                    keys.job_events(job.id),
+                    {"e": initial_event(job.status, job.created_at)},
+                    id="1-0",
                 )
             if batch is not None:
-                pipe.rpush(keys.batch_jobs(batch.id), *(j.id for j in jobs[start : start + WRITE_CHUNK]))
+                pipe.rpush(
+                    keys.batch_jobs(batch.id), *(j.id for j in jobs[start : start + WRITE_CHUNK])
+                )
             await pipe.execute()
         if batch is not None:
             pipe = self.redis.pipeline(transaction=True)
@@ -122,7 +126,9 @@ class AsyncStore:
     async def events_after(self, stream: str, after_seq: int, count: int = 1000) -> list[Event]:
         """Events with seq > after_seq, oldest first (entry ids are `<seq>-0`)."""
         entries = await self.redis.xrange(stream, min=f"({after_seq}-0", max="+", count=count)
-        return [Event.parse(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries]
+        return [
+            Event.parse(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries
+        ]
 
     async def claim_idempotency_key(self, tenant: str, key: str, batch_id: str) -> str | None:
         """Record key -> batch_id unless the key is taken; return the batch id it already names."""

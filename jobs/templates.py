@@ -30,7 +30,9 @@ class PromptTemplates:
         missing = self.variables(name) - inputs.keys()
         if missing:
             raise InvalidRequestError(
-                f"template {name!r} needs inputs {sorted(missing)}", param="inputs", code="missing_inputs"
+                f"template {name!r} needs inputs {sorted(missing)}",
+                param="inputs",
+                code="missing_inputs",
             )
         return self._get(name).format_map(inputs)
 

@@ -51,7 +51,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         TOKENQ_MODELS_CONFIG=str(_models_config(tmp / "models.yaml")),
         TOKENQ_DATA_DIR=str(ROOT / "var"),  # assembled models are shared with `make run`
         TOKENQ_API_KEYS=json.dumps(
-            {"alice": hashlib.sha256(ALICE_KEY.encode()).hexdigest(), "bob": hashlib.sha256(BOB_KEY.encode()).hexdigest()}
+            {
+                "alice": hashlib.sha256(ALICE_KEY.encode()).hexdigest(),
+                "bob": hashlib.sha256(BOB_KEY.encode()).hexdigest(),
+            }
         ),
         TOKENQ_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         TOKENQ_MAX_BATCH_JOBS=str(MAX_BATCH_JOBS),
@@ -87,13 +90,17 @@ def redis_client(stack: Stack) -> redis.Redis:
 
 @pytest.fixture
 def client(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60) as c:
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}, timeout=60
+    ) as c:
         yield c
 
 
 @pytest.fixture
 def bob(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {BOB_KEY}"}, timeout=60) as c:
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {BOB_KEY}"}, timeout=60
+    ) as c:
         yield c
 
 
@@ -112,7 +119,11 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 60, what: str = "condi
 
 
 def sse_events(
-    client: httpx.Client, path: str, last_event_id: int | None = None, limit: int | None = None, timeout_s: float = 120
+    client: httpx.Client,
+    path: str,
+    last_event_id: int | None = None,
+    limit: int | None = None,
+    timeout_s: float = 120,
 ) -> list[dict[str, Any]]:
     """Read an SSE stream until its final event (or `limit` events); return the parsed events."""
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}

@@ -13,24 +13,33 @@ from worker.app import create_worker_app
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
-    parser.add_argument("--model", help="model alias from configs/models.yaml (default: its default)")
+    parser.add_argument(
+        "--model", help="model alias from configs/models.yaml (default: its default)"
+    )
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--hostname", help="Celery node name (default: ALIAS@host)")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = Settings()
     model = Registry.load(settings.models_config).get(args.model or settings.worker_model)
     app = create_worker_app(settings, model)
     app.worker_main(
         [
             "worker",
-            "--queues", keys.model_queue(model.alias),
+            "--queues",
+            keys.model_queue(model.alias),
             # One pool process owns the model (loaded in worker_process_init, after fork).
-            "--pool", "prefork",
-            "--concurrency", "1",
-            "--hostname", args.hostname or f"{model.alias}@%h",
-            "--loglevel", args.loglevel,
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "1",
+            "--hostname",
+            args.hostname or f"{model.alias}@%h",
+            "--loglevel",
+            args.loglevel,
             "--without-gossip",
             "--without-mingle",
         ]

@@ -57,5 +57,3 @@ class FakeEngine:
 
     def close(self) -> None:
         pass
-
-

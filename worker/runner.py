@@ -62,7 +62,10 @@ class Runner:
                     parts.append(chunk.text)
                     first_token_at = first_token_at or time.time()
                 answer = self.store.emit(
-                    job, fence, chunk.completion_tokens, [_token_event(chunk.text, chunk.completion_tokens)]
+                    job,
+                    fence,
+                    chunk.completion_tokens,
+                    [_token_event(chunk.text, chunk.completion_tokens)],
                 )
                 if answer == FENCED:
                     logger.warning("job %s attempt %d lost ownership; stopping", job.id, fence)
@@ -91,7 +94,9 @@ class Runner:
             usage=_usage(last),
             timings=Timings(
                 queue_wait_ms=(claimed_at - job.created_at) * 1000,
-                time_to_first_token_ms=(first_token_at - claimed_at) * 1000 if first_token_at else None,
+                time_to_first_token_ms=(first_token_at - claimed_at) * 1000
+                if first_token_at
+                else None,
                 generation_ms=(done_at - claimed_at) * 1000,
                 tokens_per_second=(
                     last.completion_tokens / (done_at - first_token_at)

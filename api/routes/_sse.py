@@ -33,7 +33,9 @@ def sse_response(request: Request, stream: str, channel: str) -> EventSourceResp
 async def websocket_stream(websocket: WebSocket, stream: str, channel: str) -> None:
     app = websocket.app
     try:
-        async for event in follow(app.state.hub, app.state.store, stream, channel, last_event_id(websocket)):
+        async for event in follow(
+            app.state.hub, app.state.store, stream, channel, last_event_id(websocket)
+        ):
             await websocket.send_text(event.raw)
         await websocket.close()
     except WebSocketDisconnect:

@@ -13,8 +13,8 @@ from sse_starlette import EventSourceResponse
 
 from api.deps import Service, Tenant
 from api.protocol import BatchResponse, CreateBatchRequest
-from api.service import new_id
 from api.routes._sse import sse_response
+from api.service import new_id
 from jobs import keys
 from jobs.errors import ConflictError, InvalidRequestError, NotFoundError
 from jobs.models import Batch, BatchStatus, Job, JobStatus
@@ -50,7 +50,9 @@ def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
             ) from exc
         if not isinstance(item, dict):
             raise InvalidRequestError(
-                f"line {number}: expected a JSON object", param=f"line {number}", code="invalid_jsonl"
+                f"line {number}: expected a JSON object",
+                param=f"line {number}",
+                code="invalid_jsonl",
             )
         items.append(item)
     if not items:
@@ -70,7 +72,12 @@ async def read_batch_body(
         if upload is None or isinstance(upload, str):
             raise InvalidRequestError("multipart upload needs a `file` field", param="file")
         metadata = json.loads(str(form["metadata"])) if form.get("metadata") else None
-        return parse_jsonl(await upload.read()), str(form.get("model") or model or "") or None, metadata, "line {line}"
+        return (
+            parse_jsonl(await upload.read()),
+            str(form.get("model") or model or "") or None,
+            metadata,
+            "line {line}",
+        )
     body = await request.body()
     if content_type in JSONL_TYPES:
         return parse_jsonl(body), model, None, "line {line}"
@@ -87,7 +94,9 @@ async def read_batch_body(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequestError(f"{where}: {first['msg']}", param=where, code="invalid_batch") from exc
+        raise InvalidRequestError(
+            f"{where}: {first['msg']}", param=where, code="invalid_batch"
+        ) from exc
     return parsed.jobs, parsed.model or model, parsed.metadata, "jobs[{i}]"
 
 
@@ -111,7 +120,11 @@ async def create_batch(
             return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
     try:
         batch = await service.submit_batch(
-            items, tenant, model=model, metadata=metadata, item_label=label,
+            items,
+            tenant,
+            model=model,
+            metadata=metadata,
+            item_label=label,
             batch_id=reserved if idempotency_key else None,
         )
     except Exception:
@@ -130,7 +143,9 @@ async def get_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchRes
 async def cancel_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchResponse:
     batch = await owned_batch(service.store, batch_id, tenant)
     if batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING):
-        raise ConflictError(f"batch {batch_id} is {batch.status}; nothing to cancel", code="batch_finished")
+        raise ConflictError(
+            f"batch {batch_id} is {batch.status}; nothing to cancel", code="batch_finished"
+        )
     await service.cancel_batch(batch)
     return BatchResponse.from_batch(await owned_batch(service.store, batch_id, tenant))
 
@@ -169,16 +184,22 @@ async def _export(store: AsyncStore, batch: Batch, errors: bool) -> AsyncIterato
 @router.get("/{batch_id}/results")
 async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
     batch = await owned_batch(service.store, batch_id, tenant)
-    return StreamingResponse(_export(service.store, batch, errors=False), media_type="application/jsonl")
+    return StreamingResponse(
+        _export(service.store, batch, errors=False), media_type="application/jsonl"
+    )
 
 
 @router.get("/{batch_id}/errors")
 async def batch_errors(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
     batch = await owned_batch(service.store, batch_id, tenant)
-    return StreamingResponse(_export(service.store, batch, errors=True), media_type="application/jsonl")
+    return StreamingResponse(
+        _export(service.store, batch, errors=True), media_type="application/jsonl"
+    )
 
 
 @router.get("/{batch_id}/events", response_class=EventSourceResponse)
-async def batch_events(batch_id: str, request: Request, tenant: Tenant, service: Service) -> EventSourceResponse:
+async def batch_events(
+    batch_id: str, request: Request, tenant: Tenant, service: Service
+) -> EventSourceResponse:
     await owned_batch(service.store, batch_id, tenant)
     return sse_response(request, keys.batch_events(batch_id), keys.batch_channel(batch_id))

@@ -36,7 +36,9 @@ async def get_job(job_id: str, tenant: Tenant, service: Service) -> JobResponse:
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
-async def job_events(job_id: str, request: Request, tenant: Tenant, service: Service) -> EventSourceResponse:
+async def job_events(
+    job_id: str, request: Request, tenant: Tenant, service: Service
+) -> EventSourceResponse:
     await owned_job(service.store, job_id, tenant)
     return sse_response(request, keys.job_events(job_id), keys.job_channel(job_id))
 
@@ -61,5 +63,7 @@ async def cancel_job(job_id: str, tenant: Tenant, service: Service) -> JobRespon
     job = await owned_job(service.store, job_id, tenant)
     outcome = await service.store.cancel(job)
     if outcome not in ("cancelled", "cancelling"):
-        raise ConflictError(f"job {job_id} is already {outcome}; nothing to cancel", code="job_finished")
+        raise ConflictError(
+            f"job {job_id} is already {outcome}; nothing to cancel", code="job_finished"
+        )
     return JobResponse.from_job(await owned_job(service.store, job_id, tenant))

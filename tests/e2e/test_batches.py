@@ -17,15 +17,26 @@ def _jsonl(items: list[dict]) -> bytes:
 
 def test_bulk_of_200_jobs_streams_counts_and_exports_results_in_order(client: httpx.Client) -> None:
     # Given 200 jobs uploaded as JSONL, each with its own custom_id
-    items = [{"custom_id": f"req-{i}", "prompt": f"item {i}", "max_tokens": 5 + i % 4} for i in range(200)]
+    items = [
+        {"custom_id": f"req-{i}", "prompt": f"item {i}", "max_tokens": 5 + i % 4}
+        for i in range(200)
+    ]
     response = client.post(
-        "/v1/batches", content=_jsonl(items), params={"model": "fake"},
+        "/v1/batches",
+        content=_jsonl(items),
+        params={"model": "fake"},
         headers={"Content-Type": "application/jsonl"},
     )
     assert response.status_code == 202, response.text
     batch = response.json()
     assert batch["object"] == "batch" and batch["status"] == "in_progress"
-    assert batch["request_counts"] == {"total": 200, "completed": 0, "failed": 0, "cancelled": 0, "expired": 0}
+    assert batch["request_counts"] == {
+        "total": 200,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "expired": 0,
+    }
 
     # When we follow the batch's events to the end
     events = sse_events(client, batch["events_url"], timeout_s=180)
@@ -33,7 +44,9 @@ def test_bulk_of_200_jobs_streams_counts_and_exports_results_in_order(client: ht
     # Then there is one job event per job, counts rise to 200, and the batch completes
     job_events = [e for e in events if e["type"] == "job"]
     assert len(job_events) == 200
-    assert sorted(e["data"]["custom_id"] for e in job_events) == sorted(i["custom_id"] for i in items)
+    assert sorted(e["data"]["custom_id"] for e in job_events) == sorted(
+        i["custom_id"] for i in items
+    )
     assert job_events[-1]["data"]["counts"]["succeeded"] == 200
     assert events[-1]["type"] == "done" and events[-1]["data"]["status"] == "completed"
     final = client.get(f"/v1/batches/{batch['id']}").json()
@@ -52,12 +65,15 @@ def test_bulk_of_200_jobs_streams_counts_and_exports_results_in_order(client: ht
 
 
 def test_batch_as_json_array_json_object_and_multipart(client: httpx.Client) -> None:
-    as_array = client.post("/v1/batches", params={"model": "fake"}, json=[{"prompt": "a"}, {"prompt": "b"}])
+    as_array = client.post(
+        "/v1/batches", params={"model": "fake"}, json=[{"prompt": "a"}, {"prompt": "b"}]
+    )
     as_object = client.post(
         "/v1/batches", json={"model": "fake", "jobs": [{"prompt": "c"}], "metadata": {"team": "x"}}
     )
     as_file = client.post(
-        "/v1/batches", data={"model": "fake"},
+        "/v1/batches",
+        data={"model": "fake"},
         files={"file": ("jobs.jsonl", _jsonl([{"prompt": "d"}, {"prompt": "e"}, {"prompt": "f"}]))},
     )
     for response, total in ((as_array, 2), (as_object, 1), (as_file, 3)):
@@ -68,10 +84,19 @@ def test_batch_as_json_array_json_object_and_multipart(client: httpx.Client) -> 
 
 
 def test_failed_jobs_go_to_the_error_file(client: httpx.Client) -> None:
-    items = [{"custom_id": "ok", "prompt": "fine"}, {"custom_id": "bad", "prompt": "[[fail]] please"}]
+    items = [
+        {"custom_id": "ok", "prompt": "fine"},
+        {"custom_id": "bad", "prompt": "[[fail]] please"},
+    ]
     batch = client.post("/v1/batches", json={"model": "fake", "jobs": items}).json()
     events = sse_events(client, batch["events_url"])
-    assert events[-1]["data"]["counts"] == {"total": 2, "succeeded": 1, "failed": 1, "cancelled": 0, "expired": 0}
+    assert events[-1]["data"]["counts"] == {
+        "total": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "expired": 0,
+    }
     errors = [json.loads(x) for x in client.get(batch["errors_url"]).text.splitlines()]
     assert [e["custom_id"] for e in errors] == ["bad"]
     assert errors[0]["error"]["type"] == "EngineError"
@@ -79,7 +104,9 @@ def test_failed_jobs_go_to_the_error_file(client: httpx.Client) -> None:
     assert [r["custom_id"] for r in results] == ["ok"]
 
 
-def test_same_idempotency_key_returns_the_same_batch(client: httpx.Client, redis_client: redis.Redis) -> None:
+def test_same_idempotency_key_returns_the_same_batch(
+    client: httpx.Client, redis_client: redis.Redis
+) -> None:
     body = {"model": "fake", "jobs": [{"prompt": "once"}]}
     headers = {"Idempotency-Key": "retry-safe-123"}
     first = client.post("/v1/batches", json=body, headers=headers)
@@ -105,7 +132,12 @@ def test_ten_thousand_jobs_in_one_request_are_all_queued_then_cancelled(
     # When the batch is cancelled, every queued job is cancelled at once and the batch ends
     cancelled = client.post(f"/v1/batches/{batch['id']}/cancel", timeout=120)
     assert cancelled.status_code == 200
-    final = wait_for(lambda: (b := client.get(f"/v1/batches/{batch['id']}").json())["status"] == "cancelled" and b, 30)
+    final = wait_for(
+        lambda: (
+            (b := client.get(f"/v1/batches/{batch['id']}").json())["status"] == "cancelled" and b
+        ),
+        30,
+    )
     assert final["request_counts"]["cancelled"] == 10_000
     assert final["cancelled_at"] is not None
     assert MAX_BATCH_JOBS > 10_000

@@ -41,7 +41,9 @@ def test_cancel_queued_and_running_jobs(client: httpx.Client) -> None:
 
 
 def test_cancel_stops_the_real_model_mid_generation(client: httpx.Client) -> None:
-    job = submit(client, prompt="Write a long essay about the sea.", max_tokens=1500, temperature=0.7)
+    job = submit(
+        client, prompt="Write a long essay about the sea.", max_tokens=1500, temperature=0.7
+    )
     wait_for(lambda: _progress(client, job["id"]) >= 5, 60, "tokens from the real model")
     at_cancel = client.post(f"/v1/jobs/{job['id']}/cancel").json()["progress"]["completion_tokens"]
     done = wait_job(client, job["id"])

@@ -16,13 +16,22 @@ from tests.conftest import ALICE_KEY, submit
 def _tokenq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**stack.env, "TOKENQ_URL": stack.env["TOKENQ_BASE_URL"], "TOKENQ_API_KEY": ALICE_KEY}
     return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_submit_waits_and_writes_results_in_order(stack: Stack, tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"custom_id": f"c{i}", "prompt": f"p{i}", "max_tokens": 3}) + "\n" for i in range(12)))
+    prompts.write_text(
+        "".join(
+            json.dumps({"custom_id": f"c{i}", "prompt": f"p{i}", "max_tokens": 3}) + "\n"
+            for i in range(12)
+        )
+    )
     out = tmp_path / "results.jsonl"
     run = _tokenq(stack, "submit", str(prompts), "--model", "fake", "--wait", "-o", str(out))
     assert run.returncode == 0, run.stderr

@@ -56,22 +56,35 @@ def test_prompt_beyond_the_context_is_422_with_both_counts(client: httpx.Client)
 
 
 def test_unknown_template_is_404_and_missing_inputs_400(client: httpx.Client) -> None:
-    assert _error(client.post("/v1/jobs", json={"template": "nope", "inputs": {}}), 404)["code"] == "template_not_found"
-    error = _error(client.post("/v1/jobs", json={"template": "translate", "inputs": {"input": "hi"}}), 400)
+    assert (
+        _error(client.post("/v1/jobs", json={"template": "nope", "inputs": {}}), 404)["code"]
+        == "template_not_found"
+    )
+    error = _error(
+        client.post("/v1/jobs", json={"template": "translate", "inputs": {"input": "hi"}}), 400
+    )
     assert "language" in error["message"]
 
 
-def test_malformed_jsonl_line_is_400_naming_the_line(client: httpx.Client, redis_client: redis.Redis) -> None:
+def test_malformed_jsonl_line_is_400_naming_the_line(
+    client: httpx.Client, redis_client: redis.Redis
+) -> None:
     before = len(redis_client.keys("tokenq:batch:*"))
     body = b'{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": oops}\n'
-    error = _error(client.post("/v1/batches", content=body, headers={"Content-Type": "application/jsonl"}), 400)
+    error = _error(
+        client.post("/v1/batches", content=body, headers={"Content-Type": "application/jsonl"}), 400
+    )
     assert error["message"].startswith("line 3:")
     # A valid line with a bad field rejects the whole batch too, naming its line
     body = b'{"prompt": "a"}\n{"prompt": "b", "temperature": 9}\n'
-    error = _error(client.post("/v1/batches", content=body, headers={"Content-Type": "application/jsonl"}), 400)
+    error = _error(
+        client.post("/v1/batches", content=body, headers={"Content-Type": "application/jsonl"}), 400
+    )
     assert error["message"].startswith("line 2:") and "temperature" in error["message"]
     # An unknown model on one line of a JSON batch
-    error = _error(client.post("/v1/batches", json=[{"prompt": "a"}, {"prompt": "b", "model": "nope"}]), 404)
+    error = _error(
+        client.post("/v1/batches", json=[{"prompt": "a"}, {"prompt": "b", "model": "nope"}]), 404
+    )
     assert error["message"].startswith("jobs[1]:")
     assert len(redis_client.keys("tokenq:batch:*")) == before  # nothing half-created
 
@@ -85,8 +98,16 @@ def test_body_and_batch_size_limits_are_413(client: httpx.Client) -> None:
 
 
 def test_invalid_json_and_unknown_ids(client: httpx.Client) -> None:
-    _error(client.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}), 422)
-    _error(client.post("/v1/batches", content=b"{not json", headers={"Content-Type": "application/json"}), 400)
+    _error(
+        client.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"}),
+        422,
+    )
+    _error(
+        client.post(
+            "/v1/batches", content=b"{not json", headers={"Content-Type": "application/json"}
+        ),
+        400,
+    )
     _error(client.post("/v1/batches", json=[]), 400)
     assert _error(client.get("/v1/jobs/job_doesnotexist"), 404)["code"] == "not_found"
     _error(client.get("/v1/jobs/job_doesnotexist/events"), 404)
@@ -97,8 +118,15 @@ def test_invalid_json_and_unknown_ids(client: httpx.Client) -> None:
 
 def test_never_a_500_on_odd_input(client: httpx.Client) -> None:
     odd = [
-        b"[]", b"null", b"1", b'"s"', b'{"prompt": null}', b'{"prompt": 5}', b'{"stop": 3, "prompt": "x"}',
-        json.dumps({"prompt": "\udcff"}, ensure_ascii=True).encode(), b'{"seed": -1, "prompt": "x"}',
+        b"[]",
+        b"null",
+        b"1",
+        b'"s"',
+        b'{"prompt": null}',
+        b'{"prompt": 5}',
+        b'{"stop": 3, "prompt": "x"}',
+        json.dumps({"prompt": "\udcff"}, ensure_ascii=True).encode(),
+        b'{"seed": -1, "prompt": "x"}',
     ]
     for body in odd:
         for path in ("/v1/jobs", "/v1/batches"):

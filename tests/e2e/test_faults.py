@@ -10,15 +10,20 @@ from cli.stack import Stack
 from tests.conftest import sse_events, submit, wait_for, wait_job
 
 
-def test_worker_killed_mid_job_reruns_it_with_one_final_result(stack: Stack, client: httpx.Client) -> None:
+def test_worker_killed_mid_job_reruns_it_with_one_final_result(
+    stack: Stack, client: httpx.Client
+) -> None:
     # Given a worker whose unacked jobs become visible again 5 s after delivery
     stack.env.update(TOKENQ_JOB_TIME_LIMIT_S="4", TOKENQ_VISIBILITY_TIMEOUT_S="5")
     try:
         stack.start_worker("crashy", name="crashy-1")
         job = submit(client, model="crashy", prompt="survive", max_tokens=15)
         wait_for(
-            lambda: client.get(f"/v1/jobs/{job['id']}").json()["progress"]["completion_tokens"] >= 3,
-            60, "the job to be mid-run",
+            lambda: (
+                client.get(f"/v1/jobs/{job['id']}").json()["progress"]["completion_tokens"] >= 3
+            ),
+            60,
+            "the job to be mid-run",
         )
 
         # When the whole worker (parent and pool process) is SIGKILLed and another starts
@@ -42,8 +47,12 @@ def test_worker_killed_mid_job_reruns_it_with_one_final_result(stack: Stack, cli
     assert "".join(e["data"]["text"] for e in after_reset if e["type"] == "token") == done["text"]
 
 
-def test_a_job_that_raises_fails_with_its_error_and_the_worker_goes_on(client: httpx.Client) -> None:
-    failed = wait_job(client, submit(client, model="fake", prompt="[[fail]] now", max_tokens=10)["id"])
+def test_a_job_that_raises_fails_with_its_error_and_the_worker_goes_on(
+    client: httpx.Client,
+) -> None:
+    failed = wait_job(
+        client, submit(client, model="fake", prompt="[[fail]] now", max_tokens=10)["id"]
+    )
     assert failed["status"] == "failed" and failed["finish_reason"] == "error"
     assert failed["error"] == {"type": "EngineError", "message": "fake engine failed on purpose"}
     assert failed["text"] == " tok0 tok1"  # the partial text is kept

@@ -37,7 +37,10 @@ def test_single_job_streams_every_token_and_polls_the_same_result(client: httpx.
     assert polled["finish_reason"] in ("stop", "length")
     timings = polled["timings"]
     assert timings["queue_wait_ms"] >= 0 and timings["generation_ms"] > 0
-    assert polled["started_at"] >= polled["created_at"] and polled["finished_at"] >= polled["started_at"]
+    assert (
+        polled["started_at"] >= polled["created_at"]
+        and polled["finished_at"] >= polled["started_at"]
+    )
     assert polled["worker"].startswith("smollm2@")
 
 
@@ -81,7 +84,9 @@ def test_chat_messages_are_rendered_with_the_models_template(client: httpx.Clien
     # Greedy output equals llama-cpp-python's own chat completion for the same model.
     settings = Settings(models_config=ROOT / "configs" / "models.yaml")
     model = Registry.load(settings.models_config).get("smollm2")
-    llm = Llama(str(model.gguf.resolve(settings.data_dir)), n_ctx=model.n_ctx, n_threads=2, verbose=False)
+    llm = Llama(
+        str(model.gguf.resolve(settings.data_dir)), n_ctx=model.n_ctx, n_threads=2, verbose=False
+    )
     expected = llm.create_chat_completion(messages, max_tokens=16, temperature=0)
     assert job["text"] == expected["choices"][0]["message"]["content"]
     assert job["usage"]["prompt_tokens"] == expected["usage"]["prompt_tokens"]
@@ -100,11 +105,16 @@ def test_named_template_with_inputs_and_echo(client: httpx.Client) -> None:
         )["id"],
     )
     assert job["status"] == "succeeded"
-    assert job["text"].startswith("Translate the following text into French.\n\nGood morning\n\nTranslation:")
+    assert job["text"].startswith(
+        "Translate the following text into French.\n\nGood morning\n\nTranslation:"
+    )
 
 
 def test_stop_sequence_ends_generation_before_it(client: httpx.Client) -> None:
-    job = wait_job(client, submit(client, prompt="1, 2, 3, 4,", max_tokens=40, temperature=0, stop=[" 7"])["id"])
+    job = wait_job(
+        client,
+        submit(client, prompt="1, 2, 3, 4,", max_tokens=40, temperature=0, stop=[" 7"])["id"],
+    )
     assert job["finish_reason"] == "stop"
     assert " 7" not in job["text"]
     assert "6" in job["text"]

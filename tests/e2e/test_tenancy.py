@@ -10,8 +10,13 @@ from tests.conftest import submit
 def test_another_tenant_gets_404_everywhere(client: httpx.Client, bob: httpx.Client) -> None:
     job = submit(client, model="fake", prompt="alice's", max_tokens=3)
     batch = client.post("/v1/batches", json={"model": "fake", "jobs": [{"prompt": "a"}]}).json()
-    for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/events", f"/v1/batches/{batch['id']}",
-                 f"/v1/batches/{batch['id']}/results", f"/v1/batches/{batch['id']}/events"):
+    for path in (
+        f"/v1/jobs/{job['id']}",
+        f"/v1/jobs/{job['id']}/events",
+        f"/v1/batches/{batch['id']}",
+        f"/v1/batches/{batch['id']}/results",
+        f"/v1/batches/{batch['id']}/events",
+    ):
         response = bob.get(path)
         assert response.status_code == 404, path
         assert response.json()["error"]["code"] == "not_found"

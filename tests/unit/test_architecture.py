@@ -21,12 +21,20 @@ def imported_modules(package: str) -> dict[str, set[str]]:
 
 
 def test_api_imports_neither_worker_nor_llama_cpp() -> None:
-    offenders = {f: n & {"worker", "llama_cpp"} for f, n in imported_modules("api").items() if n & {"worker", "llama_cpp"}}
+    offenders = {
+        f: n & {"worker", "llama_cpp"}
+        for f, n in imported_modules("api").items()
+        if n & {"worker", "llama_cpp"}
+    }
     assert offenders == {}
 
 
 def test_jobs_imports_neither_api_nor_worker() -> None:
-    offenders = {f: n & {"api", "worker"} for f, n in imported_modules("jobs").items() if n & {"api", "worker"}}
+    offenders = {
+        f: n & {"api", "worker"}
+        for f, n in imported_modules("jobs").items()
+        if n & {"api", "worker"}
+    }
     assert offenders == {}
 
 
@@ -40,4 +48,6 @@ def test_redis_keys_are_built_only_in_jobs_keys() -> None:
         for path in (ROOT / package).rglob("*.py"):
             if path.name == "keys.py":
                 continue
-            assert 'f"tokenq:' not in path.read_text(), f"{path} builds a Redis key outside jobs/keys.py"
+            assert 'f"tokenq:' not in path.read_text(), (
+                f"{path} builds a Redis key outside jobs/keys.py"
+            )

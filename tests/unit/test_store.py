@@ -31,7 +31,9 @@ def store(redis_client: redis.Redis) -> WorkerStore:
     return WorkerStore(redis_client, result_ttl_s=60, max_attempts=2, worker_name="unit@test")
 
 
-def test_final_result_is_written_once_and_stale_attempts_are_fenced(store: WorkerStore, redis_client: redis.Redis) -> None:
+def test_final_result_is_written_once_and_stale_attempts_are_fenced(
+    store: WorkerStore, redis_client: redis.Redis
+) -> None:
     job = _job(redis_client)
     first = store.claim(job)
     second = store.claim(job)  # a redelivery while the first attempt still runs
