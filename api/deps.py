@@ -22,8 +22,22 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def tenant_for(settings: Settings, authorization: str | None) -> str:
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+
+
+def tenant_for(
+    settings: Settings, authorization: str | None, client_host: str | None = None
+) -> str:
     if not settings.api_keys:
+        # Without keys there is one tenant, and it is only served on this machine.
+        if (
+            client_host is not None
+            and client_host not in LOOPBACK
+            and not client_host.startswith("127.")
+        ):
+            raise AuthenticationError(
+                "this server has no API keys configured and serves loopback clients only"
+            )
         return ANONYMOUS
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -36,11 +50,13 @@ def tenant_for(settings: Settings, authorization: str | None) -> str:
 
 
 def get_tenant(request: Request) -> str:
-    return tenant_for(request.app.state.settings, request.headers.get("authorization"))
+    host = request.client.host if request.client else None
+    return tenant_for(request.app.state.settings, request.headers.get("authorization"), host)
 
 
 def get_ws_tenant(websocket: WebSocket) -> str:
-    return tenant_for(websocket.app.state.settings, websocket.headers.get("authorization"))
+    host = websocket.client.host if websocket.client else None
+    return tenant_for(websocket.app.state.settings, websocket.headers.get("authorization"), host)
 
 
 def get_service(request: Request) -> JobService:

@@ -32,11 +32,11 @@ SCRIPT_NAMES = ("claim", "emit", "finish", "cancel")
 
 
 def job_keys(job_id: str, batch_id: str | None) -> list[str]:
-    """The KEYS every script takes: job hash, job stream, batch hash, batch stream."""
+    """The KEYS every script takes: job hash, job stream, batch hash, batch stream, batch list."""
     own = [keys.job(job_id), keys.job_events(job_id)]
     if not batch_id:
-        return own + own
-    return own + [keys.batch(batch_id), keys.batch_events(batch_id)]
+        return own + own + own[:1]
+    return own + [keys.batch(batch_id), keys.batch_events(batch_id), keys.batch_jobs(batch_id)]
 
 
 def channels(job_id: str, batch_id: str | None) -> list[str]:

@@ -45,14 +45,14 @@ async def job_events(
 
 @router.websocket("/{job_id}/ws")
 async def job_websocket(websocket: WebSocket, job_id: str) -> None:
+    await websocket.accept()
     try:
         tenant = get_ws_tenant(websocket)
         await owned_job(websocket.app.state.store, job_id, tenant)
     except TokenqError as exc:
-        # Before accept, a close code is all a browser sees; 4000 + HTTP status says which.
+        # A close code is all a browser sees of a WebSocket error: 4000 + the HTTP status.
         await websocket.close(code=4000 + exc.status_code, reason=exc.message[:120])
         return
-    await websocket.accept()
     await websocket_stream(websocket, keys.job_events(job_id), keys.job_channel(job_id))
 
 

@@ -1,6 +1,6 @@
 -- Shared helpers, prepended to every tokenq script when it is loaded (jobs/store.py).
--- KEYS convention for every script: [1] job hash, [2] job stream, [3] batch hash, [4] batch stream
--- (3 and 4 are the job's own keys again when it belongs to no batch).
+-- KEYS convention for every script: [1] job hash, [2] job stream, [3] batch hash, [4] batch stream,
+-- [5] batch job list (3 to 5 are the job's own keys again when it belongs to no batch).
 
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
 
@@ -49,5 +49,6 @@ local function finish_job(status, result_json, now, ttl, chan, bchan)
     redis.call('HSET', KEYS[3], 'status', final, 'finalizing_at', now, final .. '_at', now)
     append(KEYS[3], KEYS[4], bchan, 'status', '{"status":"' .. final .. '","at":' .. now .. '}')
     append(KEYS[3], KEYS[4], bchan, 'done', '{"status":"' .. final .. '","counts":' .. counts_json(n) .. '}')
+    for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
   end
 end

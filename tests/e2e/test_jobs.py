@@ -128,3 +128,18 @@ def test_two_models_are_routed_to_their_own_workers(client: httpx.Client) -> Non
     assert small["worker"].startswith("smollm2@")
     assert gemma["worker"].startswith("gemma3@")
     assert gemma["model"] == "gemma3"
+
+
+def test_websocket_of_another_tenant_closes_with_4404(client: httpx.Client, base_url: str) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.conftest import BOB_KEY
+
+    job = submit(client, model="fake", prompt="mine", max_tokens=2)
+    url = base_url.replace("http://", "ws://") + job["urls"]["websocket"]
+    with connect(url, additional_headers={"Authorization": f"Bearer {BOB_KEY}"}) as ws:
+        try:
+            ws.recv(timeout=10)
+            raise AssertionError("expected the socket to close")
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 4404
