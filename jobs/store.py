@@ -170,14 +170,29 @@ class WorkerStore:
         )
         return int(result[1]) if result[0] == b"claimed" else None
 
+    @staticmethod
+    def _emit_call(
+        job: Job, fence: int, completion_tokens: int, events: list[tuple[str, str]]
+    ) -> dict[str, list[Any]]:
+        args: list[Any] = [keys.job_channel(job.id), fence, completion_tokens]
+        for etype, data in events:
+            args += [etype, data]
+        return {"keys": job_keys(job.id, job.batch_id)[:2], "args": args}
+
     def emit(
         self, job: Job, fence: int, completion_tokens: int, events: list[tuple[str, str]]
     ) -> int:
         """Append events in one round trip. 0: go on; 1: cancel requested; -1: fenced out."""
-        args: list[Any] = [keys.job_channel(job.id), fence, completion_tokens]
-        for etype, data in events:
-            args += [etype, data]
-        return int(self._scripts["emit"](keys=job_keys(job.id, job.batch_id)[:2], args=args))
+        return int(self._scripts["emit"](**self._emit_call(job, fence, completion_tokens, events)))
+
+    def emit_many(self, batch: list[tuple[Job, int, int, list[tuple[str, str]]]]) -> list[int]:
+        """emit() for several jobs in one pipelined round trip; one answer per job."""
+        if len(batch) == 1:
+            return [self.emit(*batch[0])]
+        pipe = self.redis.pipeline(transaction=False)
+        for call in batch:
+            self._scripts["emit"](**self._emit_call(*call), client=pipe)
+        return [int(answer) for answer in pipe.execute()]
 
     def finish(self, job: Job, fence: int, status: JobStatus, result: JobResult) -> bool:
         """Write the final result unless the job already has one or another attempt owns it."""

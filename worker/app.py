@@ -15,6 +15,7 @@ from jobs.registry import ModelConfig
 from jobs.settings import Settings
 from jobs.store import WorkerStore
 from worker.engine import Engine
+from worker.publisher import Publisher
 from worker.runner import Runner
 
 logger = logging.getLogger(__name__)
@@ -40,13 +41,14 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
         client = redis.Redis.from_url(settings.redis_url)
         name = f"{model.alias}@{socket.gethostname()}:{os.getpid()}"
         store = WorkerStore(client, settings.result_ttl_s, settings.max_attempts, name)
-        state["runner"] = Runner(store, load_engine(model, settings))
+        state["runner"] = Runner(store, load_engine(model, settings), Publisher(store))
         logger.info("model %s loaded (engine %s)", model.alias, model.engine)
 
     @worker_process_shutdown.connect(weak=False)
     def _close(**_: object) -> None:
         runner = state.pop("runner", None)
         if runner is not None:
+            runner.publisher.close()
             runner.engine.close()
 
     @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)

@@ -10,11 +10,9 @@ from jobs.events import EventType
 from jobs.models import FinishReason, Job, JobError, JobResult, JobStatus, Timings, Usage
 from jobs.store import WorkerStore
 from worker.engine import Chunk, Engine, GenerationRequest
+from worker.publisher import Publisher
 
 logger = logging.getLogger(__name__)
-
-#: emit() answers: go on, cancel requested, this attempt lost the job (fenced out).
-GO_ON, CANCEL, FENCED = 0, 1, -1
 
 
 def _token_event(text: str, n: int) -> tuple[str, str]:
@@ -24,9 +22,10 @@ def _token_event(text: str, n: int) -> tuple[str, str]:
 class Runner:
     """Runs jobs by id on one engine. Thread-safe as far as the engine is."""
 
-    def __init__(self, store: WorkerStore, engine: Engine):
+    def __init__(self, store: WorkerStore, engine: Engine, publisher: Publisher):
         self.store = store
         self.engine = engine
+        self.publisher = publisher
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run one job to its final status; None when there was nothing to run."""
@@ -47,9 +46,10 @@ class Runner:
         parts: list[str] = []
         last = Chunk("", 0, spec.prompt_tokens)
         cancelled = False
+        stream = self.publisher.open(job, fence)
         if spec.echo:
             parts.append(spec.prompt)
-            self.store.emit(job, fence, 0, [_token_event(spec.prompt, 0)])
+            self.publisher.send(stream, 0, [_token_event(spec.prompt, 0)])
         generation = self.engine.submit(
             GenerationRequest(prompt=spec.prompt, sampling=spec.sampling, chat=spec.chat)
         )
@@ -61,18 +61,14 @@ class Runner:
                 if chunk.text:
                     parts.append(chunk.text)
                     first_token_at = first_token_at or time.time()
-                answer = self.store.emit(
-                    job,
-                    fence,
+                # Handed to the publisher thread: decoding goes on while Redis is written.
+                self.publisher.send(
+                    stream,
                     chunk.completion_tokens,
                     [_token_event(chunk.text, chunk.completion_tokens)],
                 )
-                if answer == FENCED:
-                    logger.warning("job %s attempt %d lost ownership; stopping", job.id, fence)
-                    generation.cancel()
-                    return None
-                if answer == CANCEL and not cancelled:
-                    cancelled = True
+                if (stream.cancel_requested or stream.fenced) and not cancelled:
+                    cancelled = True  # the generation ends at its next token; drain it
                     generation.cancel()
         except Exception as exc:  # a failing job must not take the worker down
             logger.exception("job %s failed", job.id)
@@ -82,10 +78,15 @@ class Runner:
                 usage=_usage(last),
                 error=JobError(type=type(exc).__name__, message=str(exc)),
             )
+            stream.wait_flushed()
             self.store.finish(job, fence, JobStatus.FAILED, result)
             return JobStatus.FAILED
 
         done_at = time.time()
+        stream.wait_flushed()  # every token event is in the log before the final one
+        if stream.fenced:
+            logger.warning("job %s attempt %d lost ownership; its result is dropped", job.id, fence)
+            return None
         status = JobStatus.CANCELLED if cancelled else JobStatus.SUCCEEDED
         finish_reason = FinishReason.CANCELLED if cancelled else last.finish_reason
         result = JobResult(
