@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,18 +22,33 @@ class EventType(StrEnum):
 FINAL_EVENTS = frozenset({EventType.DONE, EventType.ERROR})
 
 
+#: Every stored event starts `{"seq":N,"type":"T",` (built in jobs/lua/_lib.lua and by
+#: `encode` below), so streaming reads seq and type without parsing the whole JSON.
+_HEAD = re.compile(r'\{"seq":(\d+),"type":"(\w+)",')
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     seq: int
     type: str
-    data: dict[str, Any]
     raw: str  #: the JSON as stored, forwarded to clients without re-encoding
 
     @classmethod
     def parse(cls, raw: str | bytes) -> Event:
         text = raw.decode() if isinstance(raw, bytes) else raw
-        obj = json.loads(text)
-        return cls(seq=obj["seq"], type=obj["type"], data=obj["data"], raw=text)
+        head = _HEAD.match(text)
+        if head is None:
+            obj = json.loads(text)
+            return cls(seq=obj["seq"], type=obj["type"], raw=text)
+        return cls(seq=int(head.group(1)), type=head.group(2), raw=text)
+
+    @staticmethod
+    def encode(seq: int, type: str, data: dict[str, Any]) -> str:
+        return f'{{"seq":{seq},"type":"{type}","data":{json.dumps(data, separators=(",", ":"))}}}'
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return json.loads(self.raw)["data"]
 
     @property
     def final(self) -> bool:

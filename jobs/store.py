@@ -6,7 +6,6 @@ the same scripts from jobs/lua/, each prefixed with _lib.lua.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from importlib import resources
@@ -43,8 +42,8 @@ def channels(job_id: str, batch_id: str | None) -> list[str]:
     return [keys.job_channel(job_id), keys.batch_channel(batch_id) if batch_id else ""]
 
 
-def initial_event(status: JobStatus, at: float) -> str:
-    return json.dumps({"seq": 1, "type": EventType.STATUS, "data": {"status": status, "at": at}})
+def initial_event(status: str, at: float) -> str:
+    return Event.encode(1, EventType.STATUS, {"status": status, "at": at})
 
 
 def _decode(raw: dict[Any, Any]) -> dict[str, str]:

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def _token_event(text: str, n: int) -> tuple[str, str]:
-    return EventType.TOKEN.value, json.dumps({"text": text, "n": n})
+    return EventType.TOKEN.value, json.dumps({"text": text, "n": n}, separators=(",", ":"))
 
 
 class Runner:
