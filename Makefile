@@ -39,7 +39,7 @@ test: install
 	$(VENV)/bin/pytest
 
 bench: install
-	$(PY) benchmarks/bench_core.py
+	$(PY) -m benchmarks.bench_core
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

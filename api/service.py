@@ -79,6 +79,8 @@ class JobService:
         else:
             prompt = request.prompt or ""
         prompt_tokens = tokenizer.count(prompt, special=chat)
+        if prompt_tokens == 0:
+            raise InvalidRequestError("the prompt is empty", param="prompt", code="empty_prompt")
         if prompt_tokens + request.max_tokens > model.n_ctx:
             raise ContextOverflowError(
                 f"the prompt is {prompt_tokens} tokens and max_tokens is {request.max_tokens}: "

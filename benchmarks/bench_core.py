@@ -29,10 +29,10 @@ from typing import Any
 
 import httpx
 
+from benchmarks.common import load_llama
 from cli.stack import Stack, StackError, free_port
 from jobs.registry import ModelConfig, Registry
 from jobs.settings import ROOT, Settings
-from worker.llama_engine import load_llama
 
 N_JOBS = 64
 MAX_TOKENS = 64

@@ -35,7 +35,7 @@ MAX_BATCH_JOBS = 12_000
 def _models_config(path: Path) -> Path:
     real = yaml.safe_load((ROOT / "configs" / "models.yaml").read_text())
     models = dict(real["models"])
-    models["fake"] = {"engine": "fake", "n_ctx": 4096}
+    models["fake"] = {"engine": "fake", "n_ctx": 4096, "slots": 8}
     models["slow"] = {"engine": "fake", "n_ctx": 4096, "fake_token_delay_s": 0.1}
     models["crashy"] = {"engine": "fake", "n_ctx": 4096, "fake_token_delay_s": 0.1}
     models["idle"] = {"engine": "fake", "n_ctx": 4096}  # no worker: its jobs stay queued

@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> None:
             "worker",
             "--queues",
             keys.model_queue(model.alias),
-            # One pool process owns the model (loaded in worker_process_init, after fork).
+            # One thread per slot, each feeding its job to the shared continuous-batching engine.
             "--pool",
-            "prefork",
+            "threads",
             "--concurrency",
-            "1",
+            str(model.slots),
             "--hostname",
             args.hostname or f"{model.alias}@%h",
             "--loglevel",

@@ -8,7 +8,7 @@ import socket
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_shutdown
 
 from jobs.queue import RUN_JOB_TASK, make_celery
 from jobs.registry import ModelConfig
@@ -26,25 +26,31 @@ def load_engine(model: ModelConfig, settings: Settings) -> Engine:
         from worker.fake_engine import FakeEngine
 
         return FakeEngine(model)
-    from worker.llama_engine import LlamaEngine
+    from worker.batch_engine import BatchEngine
 
-    return LlamaEngine(model, settings.data_dir)
+    return BatchEngine(model, settings.data_dir)
 
 
 def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
-    """A Celery app consuming `model`'s queue; each pool process loads the model once, after fork."""
+    """A Celery app consuming `model`'s queue with one thread per engine slot.
+
+    The model is loaded once, in the worker process, before it consumes; every task thread hands
+    its job to the same engine, which decodes all of them together.
+    """
     app = make_celery(settings, [model.alias])
     state: dict[str, Runner] = {}
 
-    @worker_process_init.connect(weak=False)
+    @worker_init.connect(weak=False)
     def _load_model(**_: object) -> None:
         client = redis.Redis.from_url(settings.redis_url)
         name = f"{model.alias}@{socket.gethostname()}:{os.getpid()}"
         store = WorkerStore(client, settings.result_ttl_s, settings.max_attempts, name)
-        state["runner"] = Runner(store, load_engine(model, settings), Publisher(store))
+        state["runner"] = Runner(
+            store, load_engine(model, settings), Publisher(store), settings.job_time_limit_s
+        )
         logger.info("model %s loaded (engine %s)", model.alias, model.engine)
 
-    @worker_process_shutdown.connect(weak=False)
+    @worker_shutdown.connect(weak=False)
     def _close(**_: object) -> None:
         runner = state.pop("runner", None)
         if runner is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobs.models import Job
@@ -27,6 +28,8 @@ class Stream:
 
     job: Job
     fence: int
+    #: called (on the publisher thread) as soon as Redis answers that the job must stop
+    on_stop: Callable[[], None] | None = None
     cancel_requested: bool = False
     fenced: bool = False
     _pending: int = 0
@@ -53,8 +56,8 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="tokenq-publisher", daemon=True)
         self._thread.start()
 
-    def open(self, job: Job, fence: int) -> Stream:
-        return Stream(job, fence)
+    def open(self, job: Job, fence: int, on_stop: Callable[[], None] | None = None) -> Stream:
+        return Stream(job, fence, on_stop)
 
     def send(self, stream: Stream, completion_tokens: int, events: list[tuple[str, str]]) -> None:
         with stream._cond:
@@ -100,6 +103,8 @@ class Publisher:
             logger.exception("publishing %d events failed", len(items))
             answers = [FENCED] * len(merged)
         for (stream, _, _, count), answer in zip(merged.values(), answers, strict=True):
+            if answer in (CANCEL, FENCED) and stream.on_stop is not None:
+                stream.on_stop()  # stop decoding now, not when the runner reads its next chunk
             with stream._cond:
                 if answer == CANCEL:
                     stream.cancel_requested = True

@@ -15,6 +15,10 @@ from worker.publisher import Publisher
 logger = logging.getLogger(__name__)
 
 
+class JobTimeLimitError(Exception):
+    """A job generated for longer than TOKENQ_JOB_TIME_LIMIT_S (it ends `failed`)."""
+
+
 def _token_event(text: str, n: int) -> tuple[str, str]:
     return EventType.TOKEN.value, json.dumps({"text": text, "n": n}, separators=(",", ":"))
 
@@ -22,10 +26,13 @@ def _token_event(text: str, n: int) -> tuple[str, str]:
 class Runner:
     """Runs jobs by id on one engine. Thread-safe as far as the engine is."""
 
-    def __init__(self, store: WorkerStore, engine: Engine, publisher: Publisher):
+    def __init__(
+        self, store: WorkerStore, engine: Engine, publisher: Publisher, time_limit_s: float
+    ):
         self.store = store
         self.engine = engine
         self.publisher = publisher
+        self.time_limit_s = time_limit_s
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run one job to its final status; None when there was nothing to run."""
@@ -46,13 +53,13 @@ class Runner:
         parts: list[str] = []
         last = Chunk("", 0, spec.prompt_tokens)
         cancelled = False
-        stream = self.publisher.open(job, fence)
-        if spec.echo:
-            parts.append(spec.prompt)
-            self.publisher.send(stream, 0, [_token_event(spec.prompt, 0)])
         generation = self.engine.submit(
             GenerationRequest(prompt=spec.prompt, sampling=spec.sampling, chat=spec.chat)
         )
+        stream = self.publisher.open(job, fence, on_stop=generation.cancel)
+        if spec.echo:
+            parts.append(spec.prompt)
+            self.publisher.send(stream, 0, [_token_event(spec.prompt, 0)])
         try:
             for chunk in generation:
                 last = chunk
@@ -70,6 +77,11 @@ class Runner:
                 if (stream.cancel_requested or stream.fenced) and not cancelled:
                     cancelled = True  # the generation ends at its next token; drain it
                     generation.cancel()
+                if time.time() - claimed_at > self.time_limit_s and not cancelled:
+                    generation.cancel()
+                    raise JobTimeLimitError(
+                        f"the job ran longer than its limit of {self.time_limit_s:.0f}s"
+                    )
         except Exception as exc:  # a failing job must not take the worker down
             logger.exception("job %s failed", job.id)
             result = JobResult(
