@@ -21,6 +21,9 @@ class LlamaTokenizer:
     def __init__(self, gguf: Path, chat_template: str | None = None):
         import llama_cpp  # the only place outside worker/ that needs it
 
+        from jobs.llama_log import route_llama_logs
+
+        route_llama_logs()
         self._llama = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
         self._chat_template = chat_template
 

@@ -37,7 +37,7 @@ def _models_config(path: Path) -> Path:
     models = dict(real["models"])
     models["fake"] = {"engine": "fake", "n_ctx": 4096, "slots": 8}
     models["slow"] = {"engine": "fake", "n_ctx": 4096, "fake_token_delay_s": 0.1}
-    models["crashy"] = {"engine": "fake", "n_ctx": 4096, "fake_token_delay_s": 0.1}
+    models["crashy"] = {"engine": "fake", "n_ctx": 4096, "fake_token_delay_s": 0.1, "slots": 3}
     models["idle"] = {"engine": "fake", "n_ctx": 4096}  # no worker: its jobs stay queued
     path.write_text(yaml.safe_dump({"default": "smollm2", "models": models}))
     return path

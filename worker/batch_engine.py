@@ -25,6 +25,7 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import _internals as internals
 
+from jobs.llama_log import route_llama_logs
 from jobs.models import FinishReason, SamplingParams
 from jobs.registry import ModelConfig
 from jobs.tokenizer import tokenize_prompt
@@ -121,7 +122,7 @@ class BatchEngine:
 
     def __init__(self, config: ModelConfig, data_dir: Path):
         assert config.gguf is not None, "a llama engine needs a gguf source"
-        logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)  # llama.cpp's own log
+        route_llama_logs()
         self.config = config
         self.slots = config.slots
         self.n_ctx_slot = config.n_ctx

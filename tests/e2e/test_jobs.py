@@ -143,3 +143,22 @@ def test_websocket_of_another_tenant_closes_with_4404(client: httpx.Client, base
             raise AssertionError("expected the socket to close")
         except ConnectionClosed as closed:
             assert closed.rcvd is not None and closed.rcvd.code == 4404
+
+
+def test_one_worker_generates_for_many_jobs_at_once(client: httpx.Client) -> None:
+    # Given 12 jobs for the one smollm2 worker (16 slots)
+    jobs = [
+        submit(
+            client,
+            prompt=f"Write about the number {i}.\n\nOnce upon a time,",
+            max_tokens=24,
+            temperature=0,
+        )
+        for i in range(12)
+    ]
+    done = [wait_job(client, job["id"]) for job in jobs]
+    # Then all ran on the same worker process, at the same time, each to its own length
+    assert len({job["worker"] for job in done}) == 1
+    first_finish = min(job["finished_at"] for job in done)
+    assert all(job["started_at"] < first_finish for job in done)
+    assert all(job["usage"]["completion_tokens"] == 24 for job in done)
