@@ -55,6 +55,11 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
         runner = state.pop("runner", None)
         if runner is not None:
             runner.publisher.close()
+            logger.info(
+                "shutting down: publisher %s, engine %s",
+                runner.publisher.stats,
+                getattr(runner.engine, "stats", {}),
+            )
             runner.engine.close()
 
     @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)

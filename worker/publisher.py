@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 #: emit answers (see jobs/lua/emit.lua).
 CANCEL, FENCED = 1, -1
+#: After the first pending event, wait this long for the rest of a decode step's events (the
+#: task threads hand them over one by one) so that one round trip carries them all.
+LINGER_S = 0.003
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Publisher:
     def __init__(self, store: WorkerStore):
         self.store = store
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.stats = {"flushes": 0, "events": 0}
         self._thread = threading.Thread(target=self._run, name="tokenq-publisher", daemon=True)
         self._thread.start()
 
@@ -74,6 +79,7 @@ class Publisher:
             if first is None:
                 return
             items = [first]
+            time.sleep(LINGER_S)
             while True:  # take everything pending: it all goes in one round trip
                 try:
                     item = self._queue.get_nowait()
@@ -86,6 +92,8 @@ class Publisher:
             self._flush(items)
 
     def _flush(self, items: list[_Item]) -> None:
+        self.stats["flushes"] += 1
+        self.stats["events"] += len(items)
         # Merge each stream's items, keeping their order: one emit call per job.
         merged: dict[int, tuple[Stream, int, list[tuple[str, str]], int]] = {}
         for item in items:
