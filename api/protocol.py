@@ -16,6 +16,7 @@ from jobs.models import (
     RequestCounts,
     SamplingParams,
     Timings,
+    TokenLogprob,
     Usage,
 )
 
@@ -52,6 +53,20 @@ class CreateJobRequest(BaseModel):
     repeat_penalty: float = Field(1.0, ge=0.0, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stop: str | list[str] | None = Field(None, description="Up to 8 stop sequences.")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    grammar: str | None = Field(
+        None, max_length=100_000, description="GBNF grammar the output must follow."
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="Constrain the output to JSON matching this schema ({} = any object)."
+    )
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Report each token's log-probability and this many alternatives.",
+    )
     echo: bool = Field(False, description="Return the prompt before the generated text.")
     custom_id: str | None = Field(
         None, max_length=512, description="Your id for this job (batches)."
@@ -74,6 +89,8 @@ class CreateJobRequest(BaseModel):
             raise ValueError("give one of prompt, messages, or template (+ inputs)")
         if self.template is not None and self.messages is not None:
             raise ValueError("template applies to prompt/inputs, not to messages")
+        if self.grammar is not None and self.json_schema is not None:
+            raise ValueError("give either grammar or json_schema, not both")
         return self
 
     def to_sampling_params(self) -> SamplingParams:
@@ -87,6 +104,10 @@ class CreateJobRequest(BaseModel):
             repeat_penalty=self.repeat_penalty,
             seed=self.seed,
             stop=stop,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            grammar=self.grammar,
+            logprobs=self.logprobs,
         )
 
 
@@ -127,6 +148,7 @@ class JobResponse(BaseModel):
     progress: JobProgress
     text: str | None = None
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
     usage: Usage | None = None
     timings: Timings | None = None
     error: JobError | None = None
@@ -149,6 +171,7 @@ class JobResponse(BaseModel):
             progress=JobProgress(completion_tokens=job.completion_tokens),
             text=result.text if result else None,
             finish_reason=result.finish_reason if result else None,
+            logprobs=result.logprobs if result else None,
             usage=result.usage if result else None,
             timings=result.timings if result else None,
             error=result.error if result else None,

@@ -26,7 +26,7 @@ from jobs.registry import Registry
 from jobs.settings import Settings
 from jobs.store import AsyncStore
 from jobs.templates import PromptTemplates
-from jobs.tokenizer import Tokenizer, load_tokenizer
+from jobs.tokenizer import Tokenizer, json_schema_grammar, load_tokenizer
 
 
 def new_id(prefix: str) -> str:
@@ -88,13 +88,24 @@ class JobService:
                 f"context of {model.n_ctx} tokens",
                 param="max_tokens",
             )
+        sampling = request.to_sampling_params()
+        if request.json_schema is not None:
+            try:
+                grammar = json_schema_grammar(request.json_schema or None)
+            except Exception as exc:  # the converter raises plain errors on schemas it cannot do
+                raise InvalidRequestError(
+                    f"json_schema cannot be turned into a grammar: {exc}", param="json_schema"
+                ) from exc
+            sampling = sampling.model_copy(update={"grammar": grammar})
+        if sampling.grammar is not None and (why := tokenizer.grammar_error(sampling.grammar)):
+            raise InvalidRequestError(why, param="grammar", code="invalid_grammar")
         spec = JobSpec(
             model=model.alias,
             prompt=prompt,
             prompt_tokens=prompt_tokens,
             chat=chat,
             echo=request.echo,
-            sampling=request.to_sampling_params(),
+            sampling=sampling,
         )
         return Job(
             id=new_id("job"),

@@ -58,6 +58,10 @@ class SamplingParams(BaseModel):
     repeat_penalty: float = Field(1.0, ge=0.0, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stop: list[str] = Field(default_factory=list, max_length=8)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    grammar: str | None = Field(None, description="GBNF grammar that constrains the output")
+    logprobs: int | None = Field(None, ge=0, le=20, description="top alternatives per token")
 
 
 class JobSpec(BaseModel):
@@ -91,6 +95,14 @@ class JobError(BaseModel):
     message: str
 
 
+class TokenLogprob(BaseModel):
+    """One generated token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    top_logprobs: list[tuple[str, float]] = Field(default_factory=list)
+
+
 class JobResult(BaseModel):
     """The final result, written once per job."""
 
@@ -99,6 +111,7 @@ class JobResult(BaseModel):
     usage: Usage | None = None
     timings: Timings | None = None
     error: JobError | None = None
+    logprobs: list[TokenLogprob] | None = None  #: when the job asked for them
 
 
 def _float(raw: str | None) -> float | None:

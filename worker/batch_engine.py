@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals as internals
 
 from jobs.llama_log import route_llama_logs
-from jobs.models import FinishReason, SamplingParams
+from jobs.models import FinishReason, SamplingParams, TokenLogprob
 from jobs.registry import ModelConfig
 from jobs.tokenizer import tokenize_prompt
 from worker.engine import Chunk, EngineError, GenerationRequest, PromptTooLongError
@@ -82,6 +83,7 @@ class _Sequence:
     sampler: internals.LlamaSampler
     assembler: TextAssembler
     max_tokens: int
+    logprobs: int | None = None  #: top alternatives to report per token (None: no logprobs)
     n_past: int = 0  #: tokens of this sequence already in the KV cache
     pending: deque[int] = field(default_factory=deque)  #: tokens to evaluate next
     generated: int = 0
@@ -101,9 +103,17 @@ def build_sampler(model: internals.LlamaModel, sampling: SamplingParams) -> inte
         n_vocab=model.n_vocab(),
         penalty_last_n=PENALTY_LAST_N,
         penalty_repeat=sampling.repeat_penalty,
-        penalty_freq=0.0,
-        penalty_present=0.0,
+        penalty_freq=sampling.frequency_penalty,
+        penalty_present=sampling.presence_penalty,
     )
+    if sampling.grammar is not None:
+        grammar = llama_cpp.llama_sampler_init_grammar(
+            model.vocab, sampling.grammar.encode(), b"root"
+        )
+        if not grammar:
+            sampler.close()
+            raise EngineError("the grammar does not parse")
+        llama_cpp.llama_sampler_chain_add(sampler.sampler, grammar)
     if sampling.temperature == 0.0:
         sampler.add_greedy()
     else:
@@ -219,6 +229,7 @@ class BatchEngine:
                 continue
             request = generation.request
             try:
+                sampler = build_sampler(self.model, request.sampling)
                 prompt = self.tokenize(request)
                 if len(prompt) + request.sampling.max_tokens > self.n_ctx_slot:
                     raise PromptTooLongError(
@@ -234,9 +245,10 @@ class BatchEngine:
                 slot=slot,
                 generation=generation,
                 prompt=prompt,
-                sampler=build_sampler(self.model, request.sampling),
+                sampler=sampler,
                 assembler=TextAssembler(request.sampling.stop),
                 max_tokens=request.sampling.max_tokens,
+                logprobs=request.sampling.logprobs,
             )
             self._plan_prefix_share(seq)
             self._active[slot] = seq
@@ -320,30 +332,54 @@ class BatchEngine:
         return n + 1
 
     def _sample(self, seq: _Sequence) -> None:
-        token = llama_cpp.llama_sampler_sample(
-            seq.sampler.sampler, self.context.ctx, seq.batch_index
-        )
+        ctx = self.context.ctx
+        token = llama_cpp.llama_sampler_sample(seq.sampler.sampler, ctx, seq.batch_index)
         if llama_cpp.llama_vocab_is_eog(self.model.vocab, token):
             self._finish(seq, "", FinishReason.STOP)
             return
         seq.generated += 1
-        text = seq.assembler.feed(self._token_bytes(token))
+        piece = self._token_bytes(token)
+        logprobs = () if seq.logprobs is None else (self._logprobs(seq, token, piece),)
+        text = seq.assembler.feed(piece)
         if seq.assembler.stopped:
-            self._finish(seq, text, FinishReason.STOP)
+            self._finish(seq, text, FinishReason.STOP, logprobs)
         elif seq.generated >= seq.max_tokens:
-            self._finish(seq, text + seq.assembler.flush(), FinishReason.LENGTH)
+            self._finish(seq, text + seq.assembler.flush(), FinishReason.LENGTH, logprobs)
         else:
             seq.pending.append(token)
-            seq.generation.chunks.put(Chunk(text, seq.generated, len(seq.prompt)))
+            seq.generation.chunks.put(Chunk(text, seq.generated, len(seq.prompt), None, logprobs))
+
+    def _logprobs(self, seq: _Sequence, token: int, piece: bytes) -> TokenLogprob:
+        """log-softmax of the raw logits at this sequence's output row (before any sampler)."""
+        n_vocab = self.model.n_vocab()
+        row = llama_cpp.llama_get_logits_ith(self.context.ctx, seq.batch_index)
+        logits = np.ctypeslib.as_array(row, shape=(n_vocab,)).astype(np.float64)
+        logits -= logits.max()
+        logp = logits - np.log(np.exp(logits).sum())
+        top: list[tuple[str, float]] = []
+        if seq.logprobs:
+            best = np.argpartition(-logp, seq.logprobs)[: seq.logprobs]
+            best = best[np.argsort(-logp[best])]
+            top = [(self._text(int(t)), float(logp[t])) for t in best]
+        return TokenLogprob(token=self._text(token), logprob=float(logp[token]), top_logprobs=top)
+
+    def _text(self, token: int) -> str:
+        return self._token_bytes(token).decode("utf-8", "replace")
 
     def _token_bytes(self, token: int) -> bytes:
         n = llama_cpp.llama_token_to_piece(self.model.vocab, token, self._piece, 256, 0, False)
         return self._piece.raw[: max(n, 0)]
 
-    def _finish(self, seq: _Sequence, text: str, reason: FinishReason) -> None:
+    def _finish(
+        self,
+        seq: _Sequence,
+        text: str,
+        reason: FinishReason,
+        logprobs: tuple[TokenLogprob, ...] = (),
+    ) -> None:
         if reason != FinishReason.LENGTH:
             text += seq.assembler.flush()
-        seq.generation.chunks.put(Chunk(text, seq.generated, len(seq.prompt), reason))
+        seq.generation.chunks.put(Chunk(text, seq.generated, len(seq.prompt), reason, logprobs))
         self._free(seq)
 
     def _free(self, seq: _Sequence) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from jobs.models import FinishReason, SamplingParams
+from jobs.models import FinishReason, SamplingParams, TokenLogprob
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,7 @@ class Chunk:
     completion_tokens: int  #: tokens generated so far
     prompt_tokens: int
     finish_reason: FinishReason | None = None  #: set on the last chunk only
+    logprobs: tuple[TokenLogprob, ...] = ()  #: the tokens of this step, when asked for
 
 
 class Generation(Protocol):

@@ -7,7 +7,16 @@ import logging
 import time
 
 from jobs.events import EventType
-from jobs.models import FinishReason, Job, JobError, JobResult, JobStatus, Timings, Usage
+from jobs.models import (
+    FinishReason,
+    Job,
+    JobError,
+    JobResult,
+    JobStatus,
+    Timings,
+    TokenLogprob,
+    Usage,
+)
 from jobs.store import WorkerStore
 from worker.engine import Chunk, Engine, GenerationRequest
 from worker.publisher import Publisher
@@ -19,8 +28,11 @@ class JobTimeLimitError(Exception):
     """A job generated for longer than TOKENQ_JOB_TIME_LIMIT_S (it ends `failed`)."""
 
 
-def _token_event(text: str, n: int) -> tuple[str, str]:
-    return EventType.TOKEN.value, json.dumps({"text": text, "n": n}, separators=(",", ":"))
+def _token_event(text: str, n: int, logprobs: tuple[TokenLogprob, ...] = ()) -> tuple[str, str]:
+    data: dict[str, object] = {"text": text, "n": n}
+    if logprobs:
+        data["logprobs"] = [lp.model_dump() for lp in logprobs]
+    return EventType.TOKEN.value, json.dumps(data, separators=(",", ":"))
 
 
 class Runner:
@@ -51,6 +63,7 @@ class Runner:
         claimed_at = time.time()
         first_token_at: float | None = None
         parts: list[str] = []
+        logprobs: list[TokenLogprob] | None = [] if spec.sampling.logprobs is not None else None
         last = Chunk("", 0, spec.prompt_tokens)
         cancelled = False
         generation = self.engine.submit(
@@ -68,6 +81,8 @@ class Runner:
                 if chunk.text:
                     parts.append(chunk.text)
                     first_token_at = first_token_at or time.time()
+                if logprobs is not None:
+                    logprobs.extend(chunk.logprobs)
                 # Handed to the publisher thread: decoding goes on while Redis is written.
                 self.publisher.send(
                     stream,
@@ -105,6 +120,7 @@ class Runner:
             text="".join(parts),
             finish_reason=finish_reason,
             usage=_usage(last),
+            logprobs=logprobs,
             timings=Timings(
                 queue_wait_ms=(claimed_at - job.created_at) * 1000,
                 time_to_first_token_ms=(first_token_at - claimed_at) * 1000
