@@ -122,7 +122,7 @@ class JobService:
     async def submit_job(self, request: CreateJobRequest, tenant: str) -> Job:
         job = self.build_job(request, tenant)
         await self.store.create([job])
-        await self._enqueue([job])
+        await self.enqueue([job])
         return job
 
     async def submit_batch(
@@ -158,7 +158,7 @@ class JobService:
         jobs = await run_in_threadpool(self._build_batch_jobs, items, tenant, batch, item_label)
         await self.store.create(jobs, batch)
         try:
-            await self._enqueue(jobs)
+            await self.enqueue(jobs)
         except UnavailableError:
             await self.store.mark_batch(batch.id, BatchStatus.FAILED, "failed_at")
             raise
@@ -197,7 +197,7 @@ class JobService:
                 raise
         return jobs
 
-    async def _enqueue(self, jobs: list[Job]) -> None:
+    async def enqueue(self, jobs: list[Job]) -> None:
         by_model: dict[str, list[str]] = defaultdict(list)
         for job in jobs:
             by_model[job.spec.model].append(job.id)
