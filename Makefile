@@ -40,6 +40,7 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks.bench_core
+	$(PY) -m benchmarks.bench_batching
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodySizeLimit
-from api.routes import batches, health, jobs
+from api.routes import batches, chatchat, dify, files, health, jobs, openai, ws_chat
 from api.service import JobService
 from api.streaming import EventHub
 from jobs.queue import make_celery
@@ -51,4 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(batches.router)
+    app.include_router(dify.router)
+    app.include_router(chatchat.router)
+    app.include_router(ws_chat.router)
+    app.include_router(openai.router)
+    app.include_router(files.router)
     return app

@@ -184,13 +184,27 @@ class JobResponse(BaseModel):
         )
 
 
+class BatchError(BaseModel):
+    """Why a batch failed before running (OpenAI's Batch `errors.data[]`)."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchError]
+
+
 class BatchResponse(BaseModel):
     """OpenAI's Batch object (https://platform.openai.com/docs/api-reference/batch/object)."""
 
     id: str
     object: Literal["batch"] = "batch"
     endpoint: str
-    errors: None = None
+    errors: BatchErrors | None = None
     input_file_id: str | None = None
     completion_window: str
     status: BatchStatus
@@ -219,9 +233,21 @@ class BatchResponse(BaseModel):
             return int(value) if value is not None else None
 
         done = batch.status in (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.EXPIRED)
+        errors = (
+            BatchErrors(
+                data=[
+                    BatchError(code=e.code, message=e.message, param=e.param, line=e.line)
+                    for e in batch.errors
+                ]
+            )
+            if batch.errors
+            else None
+        )
         return cls(
             id=batch.id,
             endpoint=batch.endpoint,
+            errors=errors,
+            input_file_id=batch.input_file_id,
             completion_window=batch.completion_window,
             status=batch.status,
             output_file_id=f"{batch.id}-output" if done else None,

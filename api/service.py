@@ -20,13 +20,19 @@ from jobs.errors import (
     TokenqError,
     UnavailableError,
 )
-from jobs.models import Batch, BatchStatus, Job, JobSpec, JobStatus
+from jobs.models import Batch, BatchLineError, BatchStatus, Job, JobSpec, JobStatus
 from jobs.queue import enqueue
 from jobs.registry import Registry
 from jobs.settings import Settings
 from jobs.store import AsyncStore
 from jobs.templates import PromptTemplates
 from jobs.tokenizer import Tokenizer, json_schema_grammar, load_tokenizer
+
+#: A batch item: a native job body, a request already converted, or a line that failed to convert.
+BatchItem = dict[str, object] | CreateJobRequest | BatchLineError
+
+#: At most this many line errors are copied into the `errors` of a batch that failed outright.
+MAX_BATCH_ERRORS = 100
 
 
 def new_id(prefix: str) -> str:
@@ -127,15 +133,22 @@ class JobService:
 
     async def submit_batch(
         self,
-        items: Sequence[dict[str, object]],
+        items: Sequence[BatchItem],
         tenant: str,
         *,
         model: str | None,
         metadata: dict[str, str] | None,
         item_label: str = "jobs[{i}]",
         batch_id: str | None = None,
+        endpoint: str = "/v1/jobs",
+        input_file_id: str | None = None,
+        fail_bad_items: bool = False,
     ) -> Batch:
-        """Validate every item first (a bad one rejects the whole batch), then write, then enqueue."""
+        """Validate every item first, then write, then enqueue.
+
+        A bad item rejects the whole batch, unless `fail_bad_items` (OpenAI's Batch API): then it
+        becomes a failed request of the batch, and a batch with no good item is `failed`.
+        """
         if len(items) > self.settings.max_batch_jobs:
             raise PayloadTooLargeError(
                 f"{len(items)} jobs in one batch; the limit is {self.settings.max_batch_jobs}",
@@ -149,14 +162,27 @@ class JobService:
             tenant=tenant,
             model=model or self.registry.default,
             status=BatchStatus.IN_PROGRESS,
+            endpoint=endpoint,
             total=len(items),
             created_at=now,
             in_progress_at=now,
             expires_at=now + self.settings.batch_window_s,
             metadata=metadata,
+            input_file_id=input_file_id,
         )
-        jobs = await run_in_threadpool(self._build_batch_jobs, items, tenant, batch, item_label)
-        await self.store.create(jobs, batch)
+        jobs, line_errors = await run_in_threadpool(
+            self._build_batch_jobs, items, tenant, batch, item_label, fail_bad_items
+        )
+        if fail_bad_items:
+            batch = self._with_line_errors(batch, jobs, line_errors, model)
+        await self.store.create(
+            jobs,
+            batch,
+            line_errors,
+            line_errors_ttl_s=self.settings.batch_window_s
+            + self.settings.job_time_limit_s
+            + self.settings.result_ttl_s,
+        )
         try:
             await self.enqueue(jobs)
         except UnavailableError:
@@ -164,14 +190,47 @@ class JobService:
             raise
         return batch
 
+    @staticmethod
+    def _with_line_errors(
+        batch: Batch, jobs: list[Job], line_errors: list[BatchLineError], model: str | None
+    ) -> Batch:
+        """Count bad lines as failed; with no good line at all, the batch failed outright."""
+        update: dict[str, object] = {"failed": len(line_errors)}
+        if jobs and model is None:
+            update["model"] = jobs[0].spec.model
+        if not jobs:
+            update.update(
+                status=BatchStatus.FAILED,
+                in_progress_at=None,
+                failed_at=batch.created_at,
+                errors=line_errors[:MAX_BATCH_ERRORS]
+                or [
+                    BatchLineError(index=0, code="empty_batch", message="the file has no requests")
+                ],
+            )
+        return batch.model_copy(update=update)
+
     def _build_batch_jobs(
-        self, items: Sequence[dict[str, object]], tenant: str, batch: Batch, item_label: str
-    ) -> list[Job]:
+        self,
+        items: Sequence[BatchItem],
+        tenant: str,
+        batch: Batch,
+        item_label: str,
+        fail_bad_items: bool = False,
+    ) -> tuple[list[Job], list[BatchLineError]]:
         jobs = []
+        line_errors = []
         for i, item in enumerate(items):
+            if isinstance(item, BatchLineError):
+                line_errors.append(item)
+                continue
             label = item_label.format(i=i, line=i + 1)
             try:
-                request = CreateJobRequest.model_validate(item)
+                request = (
+                    item
+                    if isinstance(item, CreateJobRequest)
+                    else CreateJobRequest.model_validate(item)
+                )
                 jobs.append(
                     self.build_job(
                         request,
@@ -185,17 +244,23 @@ class JobService:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
-                raise InvalidRequestError(
+                error = InvalidRequestError(
                     f"{label}: {where + ': ' if where else ''}{first['msg']}",
                     param=label,
                     code="invalid_job",
-                ) from exc
+                )
+                if not fail_bad_items:
+                    raise error from exc
+                line_errors.append(_line_error(i, item, error, where or None))
             except TokenqError as exc:
+                if fail_bad_items:
+                    line_errors.append(_line_error(i, item, exc, exc.param))
+                    continue
                 exc.message = f"{label}: {exc.message}"
                 exc.args = (exc.message,)
                 exc.param = label
                 raise
-        return jobs
+        return jobs, line_errors
 
     async def enqueue(self, jobs: list[Job]) -> None:
         by_model: dict[str, list[str]] = defaultdict(list)
@@ -215,3 +280,17 @@ class JobService:
         for start in range(0, len(ids), chunk):
             jobs = await self.store.get_jobs(ids[start : start + chunk])
             await asyncio.gather(*(self.store.cancel(j) for j in jobs if j is not None))
+
+
+def _line_error(
+    index: int, item: BatchItem, error: TokenqError, param: str | None
+) -> BatchLineError:
+    custom_id = item.custom_id if isinstance(item, CreateJobRequest) else item.get("custom_id")
+    return BatchLineError(
+        index=index,
+        line=index + 1,
+        custom_id=custom_id if isinstance(custom_id, str) else None,
+        code=error.code or "invalid_request",
+        message=error.message,
+        param=param,
+    )

@@ -5,24 +5,21 @@ to peers that batch too. One run, one peer at a time (never two generating at on
 
 * throughput, 64 prompts x 64 tokens (temperature 0), default model and threads, 16 concurrent:
   (a) llama-cpp-python in-process, one after another; (b) llama-server -np 16, with our engine's
-  attention settings (flash attention as configured, one unified KV buffer: the headline) and
-  with its defaults; (c) the raw BatchEngine in-process, 16 client threads; (d) tokenq end to
-  end: 64 POST /v1/jobs + 64 SSE streams, first submit -> last `done`.
-  Targets: (d) >= 1.1 x (b, matched) and >= 2.5 x (a).
-* generation rate at 16 sequences: llama-batched-bench's S_TG (-npp 32 -ntg 64 -npl 16) against
-  the raw engine's decode rate while all 16 sequences generate. Target: >= 90% (matched).
-* time to first token of one job on an idle system (median of 10): tokenq (POST -> first token
-  event) and the raw engine, against in-process create_completion(stream=True). Target: tokenq
-  minus in-process <= 15 ms.
+  attention settings (flash attention as configured, unified KV: the headline) and with its
+  defaults; (c) the raw BatchEngine in-process; (d) tokenq end to end, 64 POST /v1/jobs + SSE
+  streams, first submit -> last `done`. Targets: (d) >= 1.1 x (b, matched), >= 2.5 x (a).
+* generation rate at 16 sequences: the raw engine's decode rate while 16 sequences generate
+  against llama-batched-bench's S_TG. Target: >= 90% (matched settings).
+* time to first token of one job on an idle system, median of 10 paired with in-process
+  create_completion(stream=True): tokenq (target: <= 15 ms more) and the raw engine.
 * shared-prefix reuse: 16 prompts with one ~300-token system prefix, submitted at once to the raw
-  engine with prefix sharing on and off (MIN_SHARED_PREFIX patched out of reach).
+  engine, prefix sharing on and off (MIN_SHARED_PREFIX patched out of reach).
 
-llama-server and llama-batched-bench are built from the llama.cpp vendored in the sdist of the
-llama-cpp-python release we run, with the Makefile's CMake flags, so only the batching differs;
-the build runs once (about 10 minutes on 2 cores). `--profile` samples the worker with py-spy
-during (d). Prints a table and writes var/bench/batching.json; a MISS is reported, not an error.
-The load average printed with each phase tells how busy the machine was (the figures are noisy
-when other work runs).
+llama-server and llama-batched-bench are built (once, ~10 minutes on 2 cores) from the llama.cpp
+vendored in the sdist of the llama-cpp-python we run, with the Makefile's CMake flags, so only the
+batching differs. `--profile` samples the worker with py-spy during (d). Each phase prints the
+load average as it starts (other work on the machine makes figures noisy). Prints a table, writes
+var/bench/batching.json; a MISS is a finding, not an error (exit 0).
 """
 
 from __future__ import annotations
@@ -31,16 +28,16 @@ import argparse
 import asyncio
 import json
 import os
-import queue
+import re
 import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +45,7 @@ import httpx
 
 import worker.batch_engine as batch_engine
 from benchmarks import bench_core as core
-from benchmarks.common import load_llama
+from benchmarks.common import ensure_llama_tools, load_llama
 from cli.stack import Stack, free_port, wait_until
 from jobs.models import SamplingParams
 from jobs.registry import ModelConfig, Registry
@@ -57,24 +54,14 @@ from worker.batch_engine import BatchEngine
 from worker.engine import GenerationRequest
 
 N_JOBS, MAX_TOKENS, CONCURRENCY = 64, 64, 16
-TTFT_RUNS = 10
-PREFIX_MAX_TOKENS = 32
+TTFT_RUNS, PREFIX_MAX_TOKENS = 10, 32
 PHASE_TIMEOUT_S = 900.0
 E2E_VS_SERVER_TARGET, E2E_VS_INPROCESS_TARGET = 1.10, 2.50  # ratios, at least
 GEN_RATE_TARGET = 0.90  # raw engine / llama-batched-bench S_TG, at least
 TTFT_OVERHEAD_TARGET_MS = 15.0  # tokenq - in-process, at most
-LLAMA_CPP_PYTHON = "0.3.36"  # the release we run: its sdist vendors the llama.cpp we link
-BUILD_ROOT = ROOT / "var" / "llama-server"
-LLAMA_SRC = BUILD_ROOT / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
-TOOLS = ("llama-server", "llama-batched-bench")
-# The Makefile's CMAKE_ARGS: an explicit instruction set (AVX512 only where the CPU has it).
-CMAKE_FLAGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
-)
-AVX512_FLAGS = "-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON"
 OUT_PATH = ROOT / "var" / "bench" / "batching.json"
 PROFILE_PATH = ROOT / "var" / "bench" / "worker-profile.txt"
-SYSTEM_PREFIX = (  # about 300 tokens, the same for all 16 prompts of the shared-prefix phase
+SYSTEM_PREFIX = (  # ~300 tokens, the same for all 16 prompts of the shared-prefix phase
     "You are the storyteller of a children's magazine and you write for readers aged eight to "
     "twelve, who read on their own and like to be surprised. Every story has one main character "
     "with a name, a wish, and a problem in the way. Begin in the middle of the action; never begin "
@@ -87,7 +74,10 @@ SYSTEM_PREFIX = (  # about 300 tokens, the same for all 16 prompts of the shared
     "solved by the main character's own idea, not by luck or by an adult. End with a small change "
     "in the main character and one sentence that looks ahead. Do not use lists, headings, morals "
     "spelled out, or the words 'the end'. Keep names simple to read aloud, and do not reuse names "
-    "from famous books or films.\n\n"
+    "from famous books or films. When a story is set long ago, avoid modern objects such as "
+    "phones, cars and computers. When a story is set at night, name the light: the moon, lamps or "
+    "stars. Prefer verbs to adjectives, and concrete nouns to abstract ones. Each story is between "
+    "three hundred and five hundred words long, in paragraphs of two to five sentences.\n\n"
 )
 LOADS: dict[str, list[float]] = {}  # phase -> load average as it began
 
@@ -95,6 +85,10 @@ LOADS: dict[str, list[float]] = {}  # phase -> load average as it began
 def phase(name: str, what: str) -> None:
     LOADS[name] = [round(x, 2) for x in os.getloadavg()]
     print(f"{what}  [load {' '.join(f'{x:.2f}' for x in LOADS[name])}]", flush=True)
+
+
+def cmdline(*parts: Any) -> list[str]:
+    return [str(p) for p in parts]
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -109,34 +103,6 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
             proc.wait(10)
 
 
-# --- llama.cpp's own tools (b) -----------------------------------------------------------------
-
-
-def ensure_llama_tools() -> Path:
-    """llama-server and llama-batched-bench from llama-cpp-python's sdist, built when missing."""
-    bindir = LLAMA_SRC / "build" / "bin"
-    if all((bindir / tool).exists() for tool in TOOLS):
-        return bindir
-    print(f"building {' and '.join(TOOLS)} from llama-cpp-python {LLAMA_CPP_PYTHON}'s sdist (about 10 minutes on 2 cores)...", flush=True)  # fmt: skip
-    if not (LLAMA_SRC / "CMakeLists.txt").exists():
-        sdist = BUILD_ROOT / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
-        if not sdist.exists():
-            pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-            spec = f"llama-cpp-python=={LLAMA_CPP_PYTHON}"
-            subprocess.run([*pip, spec, "-d", str(BUILD_ROOT)], check=True, timeout=600)
-        with tarfile.open(sdist) as tar:
-            tar.extractall(BUILD_ROOT, filter="data")
-    flags = CMAKE_FLAGS.split()
-    if "avx512f" in Path("/proc/cpuinfo").read_text().split():
-        flags += AVX512_FLAGS.split()
-    flags += ["-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DBUILD_SHARED_LIBS=OFF"]
-    configure = ["cmake", "-S", ".", "-B", "build", "-DCMAKE_BUILD_TYPE=Release", *flags]
-    subprocess.run(configure, cwd=LLAMA_SRC, check=True, timeout=600)
-    build = ["cmake", "--build", "build", "-j2", "--target", *TOOLS]
-    subprocess.run(build, cwd=LLAMA_SRC, check=True, timeout=3600)
-    return bindir
-
-
 def matched_flags(model: ModelConfig) -> list[str]:
     """Our engine's attention settings: flash attention as configured, one unified KV buffer."""
     return ["-fa", "on" if model.flash_attn else "off", "-kvu"]
@@ -144,12 +110,10 @@ def matched_flags(model: ModelConfig) -> list[str]:
 
 def batched_bench(bindir: Path, gguf: Path, model: ModelConfig, extra: list[str]) -> dict:
     """llama-batched-bench at 16 sequences: its table's row as {column: value}."""
-    cmd = [bindir / "llama-batched-bench", "-m", gguf, "-npp", 32, "-ntg", MAX_TOKENS,
-           "-npl", CONCURRENCY, "-t", model.threads or os.cpu_count(), "-c", 8192, "-b", 512,
-           "-ub", 512, *extra]  # fmt: skip
-    out = subprocess.run(
-        list(map(str, cmd)), capture_output=True, text=True, timeout=600, check=True
-    )
+    cmd = cmdline(bindir / "llama-batched-bench", "-m", gguf, "-npp", 32, "-ntg", MAX_TOKENS,
+                  "-npl", CONCURRENCY, "-t", model.threads or os.cpu_count(), "-c", 8192,
+                  "-b", 512, "-ub", 512, *extra)  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
     lines = (out.stdout + out.stderr).splitlines()
     rows = [[c.strip() for c in ln.strip(" |").split("|")] for ln in lines if ln.startswith("|")]
     header = next(r for r in rows if "S_TG t/s" in r)
@@ -177,36 +141,28 @@ async def drive_server(base: str, prompts: list[str]) -> dict[str, float]:
 
 
 def bench_server(bindir: Path, gguf: Path, model: ModelConfig, prompts: list[str], extra: list[str]) -> dict:  # fmt: skip
-    """(b) llama-server on loopback with 16 slots of n_ctx each."""
-    port, threads = free_port(), str(model.threads or os.cpu_count())
-    cmd = [bindir / "llama-server", "-m", gguf, "-t", threads, "-tb", threads, "-np", CONCURRENCY,
-           "-c", CONCURRENCY * model.n_ctx, "--no-webui", "--host", "127.0.0.1", "--port", port,
-           *extra]  # fmt: skip
-    OUT_PATH.parent.mkdir(parents=True, exist_ok=True)
+    """(b) llama-server on loopback, 16 slots of n_ctx tokens each."""
+    port, threads = free_port(), model.threads or os.cpu_count()
+    cmd = cmdline(bindir / "llama-server", "-m", gguf, "-t", threads, "-tb", threads,
+                  "-np", CONCURRENCY, "-c", CONCURRENCY * model.n_ctx, "--no-webui",
+                  "--host", "127.0.0.1", "--port", port, *extra)  # fmt: skip
     with OUT_PATH.with_name("llama-server.log").open("ab") as log:
-        proc = subprocess.Popen(list(map(str, cmd)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: httpx.get(f"{base}/health").status_code == 200, 120, "llama-server", proc
-        )
+        ready = lambda: httpx.get(f"{base}/health").status_code == 200  # noqa: E731
+        wait_until(ready, 120, "llama-server", proc)
         return asyncio.run(drive_server(base, prompts))
     finally:
         stop_process(proc)
 
 
-# --- the raw engine (c) ------------------------------------------------------------------------
-
-
 def engine_run(engine: BatchEngine, prompts: list[str], max_tokens: int) -> dict[str, Any]:
     """Every prompt through the engine, CONCURRENCY client threads taking the next prompt from a
-    shared queue. Per generation: when each chunk arrived (seconds from the start)."""
-    work: queue.SimpleQueue[str] = queue.SimpleQueue()
-    for prompt in prompts:
-        work.put(prompt)
+    shared queue. Per generation: when each of its chunks arrived (seconds from the start)."""
+    work = deque(prompts)  # popleft is atomic: each client takes the next prompt
     sampling = SamplingParams(max_tokens=max_tokens, temperature=0)
     times: list[list[float]] = []
-    first_text: list[float] = []  # first chunk with text: what a client sees first
     tokens: list[int] = []
     errors: list[BaseException] = []
     start = time.perf_counter()
@@ -214,20 +170,18 @@ def engine_run(engine: BatchEngine, prompts: list[str], max_tokens: int) -> dict
     def client() -> None:
         while not errors:
             try:
-                prompt = work.get_nowait()
-            except queue.Empty:
+                prompt = work.popleft()
+            except IndexError:
                 return
-            seen, texts, last = [], [], None
+            seen, last = [], None
             try:
-                for last in engine.submit(GenerationRequest(prompt, sampling=sampling)):
+                for chunk in engine.submit(GenerationRequest(prompt, sampling=sampling)):
                     seen.append(time.perf_counter() - start)
-                    if last.text:
-                        texts.append(seen[-1])
+                    last = chunk
             except BaseException as exc:
                 errors.append(exc)
                 return
             times.append(seen)
-            first_text.append((texts or seen)[0])
             tokens.append(last.completion_tokens if last else 0)
 
     clients = [threading.Thread(target=client, daemon=True) for _ in range(CONCURRENCY)]
@@ -240,25 +194,55 @@ def engine_run(engine: BatchEngine, prompts: list[str], max_tokens: int) -> dict
         raise RuntimeError(f"raw engine run failed: {errors[:1] or 'timed out'}")
     wall = max(ts[-1] for ts in times)
     return dict(completion_tokens=sum(tokens), wall_s=wall, tokens_per_s=sum(tokens) / wall,
-                chunk_times=times, first_text_s=first_text)  # fmt: skip
+                chunk_times=times)  # fmt: skip
 
 
 def generation_rate(run: dict[str, Any]) -> dict[str, float]:
     """The decode rate while all sequences generate, comparable with batched-bench's S_TG (ntg
-    steps of npl tokens, prompt processing excluded). Rather than 16 x 64 / (wall - time to the
-    16th first token), which credits tokens sampled before that and times a tail where early
-    finishers have left, count the tokens that arrived between the last sequence's first token
-    (all prompts evaluated) and the first sequence's last token (all still generating). With
-    all 16 admitted in one step that is 63 steps x 16 tokens."""
+    steps of npl tokens each, prompt processing excluded). Rather than 16 x 64 / (wall - time to
+    the 16th first token), which credits tokens sampled before that instant and times a tail in
+    which early finishers have left, count the tokens that arrived between the last sequence's
+    first token (all prompts evaluated) and the first sequence's last token (all still
+    generating). With the 16 admitted in one step that is 63 steps x 16 tokens."""
     times = run["chunk_times"]
     opens, closes = max(ts[0] for ts in times), min(ts[-1] for ts in times)
     inside = sum(1 for ts in times for t in ts if opens < t <= closes)
-    return dict(
-        window_s=closes - opens, window_tokens=inside, tokens_per_s=inside / (closes - opens)
-    )
+    return dict(window_s=closes - opens, window_tokens=inside, tokens_per_s=inside / (closes - opens))  # fmt: skip
 
 
-def bench_engine(model: ModelConfig, data_dir: Path, prompts: list[str]) -> dict[str, Any]:
+def engine_ttft_ms(engine: BatchEngine) -> float:
+    """Submit one short request -> its first chunk with text; then read on to the end."""
+    sampling = SamplingParams(max_tokens=core.SHORT_MAX_TOKENS, temperature=0)
+    start, first = time.perf_counter(), None
+    for chunk in engine.submit(GenerationRequest(core.SHORT_PROMPT, sampling=sampling)):
+        if first is None and chunk.text:
+            first = time.perf_counter()
+    return ((first or time.perf_counter()) - start) * 1000
+
+
+def inprocess_ttft_ms(llm: Any) -> float:
+    """create_completion(stream=True) -> first chunk with text. reset() first: no KV prefix kept
+    from the previous call, so the whole prompt is evaluated, as the engine does."""
+    llm.reset()
+    start, first = time.perf_counter(), None
+    kwargs = dict(max_tokens=core.SHORT_MAX_TOKENS, temperature=0, stream=True)
+    for chunk in llm.create_completion(core.SHORT_PROMPT, **kwargs):
+        if first is None and chunk["choices"][0]["text"]:
+            first = time.perf_counter()
+    return ((first or time.perf_counter()) - start) * 1000
+
+
+def paired_ttft(llm: Any, ours: Callable[[], float]) -> dict[str, float]:
+    """TTFT_RUNS pairs, in-process then ours, so machine noise hits both (a warm-up pair first)."""
+    pairs = [(inprocess_ttft_ms(llm), ours()) for _ in range(TTFT_RUNS + 1)][1:]
+    diffs = [b - a for a, b in pairs]
+    return dict(median_ms=statistics.median(b for _, b in pairs),
+                inprocess_median_ms=statistics.median(a for a, _ in pairs),
+                overhead_median_ms=statistics.median(diffs), overhead_min_ms=min(diffs),
+                overhead_max_ms=max(diffs))  # fmt: skip
+
+
+def bench_engine(model: ModelConfig, data_dir: Path, prompts: list[str], llm: Any) -> dict:
     """(c) throughput, the generation rate at 16, single-job TTFT, shared-prefix reuse."""
     engine = BatchEngine(model, data_dir)
     try:
@@ -267,16 +251,12 @@ def bench_engine(model: ModelConfig, data_dir: Path, prompts: list[str]) -> dict
         run = engine_run(engine, prompts, MAX_TOKENS)
         c = {k: run[k] for k in ("completion_tokens", "wall_s", "tokens_per_s")}
         print(f"    {c['completion_tokens']} tokens in {c['wall_s']:.1f}s")
-        phase(
-            "engine_rate", f"    generation rate: {CONCURRENCY} prompts x {MAX_TOKENS} at once..."
-        )
+        phase("engine_rate", f"    generation rate: {CONCURRENCY} x {MAX_TOKENS} tokens at once...")
         run = engine_run(engine, prompts[:CONCURRENCY], MAX_TOKENS)
         c["rate16"] = {"tokens_per_s_overall": run["tokens_per_s"], **generation_rate(run)}
-        print(f"    {c['rate16']['window_tokens']} tokens in {c['rate16']['window_s']:.2f}s with all {CONCURRENCY} generating ({run['tokens_per_s']:.1f} tokens/s overall)")  # fmt: skip
-        phase("engine_ttft", f"    time to first token: {TTFT_RUNS} single jobs...")
-        one = [core.SHORT_PROMPT]
-        ttft = [engine_run(engine, one, core.SHORT_MAX_TOKENS)["first_text_s"][0] for _ in range(TTFT_RUNS)]  # fmt: skip
-        c["ttft_median_ms"] = statistics.median(ttft) * 1000
+        print(f"    {c['rate16']['window_tokens']} tokens in {c['rate16']['window_s']:.2f}s with all {CONCURRENCY} generating; {run['tokens_per_s']:.1f} tokens/s overall")  # fmt: skip
+        phase("engine_ttft", f"    time to first token: {TTFT_RUNS} single jobs, paired...")
+        c["ttft"] = paired_ttft(llm, lambda: engine_ttft_ms(engine))
         c["prefix"] = bench_prefix(engine)
     finally:
         engine.close()
@@ -298,60 +278,26 @@ def bench_prefix(engine: BatchEngine) -> dict[str, Any]:
         finally:
             batch_engine.MIN_SHARED_PREFIX = saved
         out[label] = {k: engine.stats[k] - before[k] for k in engine.stats}
-        out[label].update(wall_s=run["wall_s"], last_first_token_s=max(run["first_text_s"]))
+        out[label].update(wall_s=run["wall_s"], last_first_token_s=max(t[0] for t in run["chunk_times"]))  # fmt: skip
         print(f"    {run['wall_s']:.1f}s; prompt tokens evaluated {out[label]['prompt_tokens_evaluated']}, shared {out[label]['prompt_tokens_shared']}")  # fmt: skip
     return out
 
 
-# --- tokenq end to end (d) ---------------------------------------------------------------------
-
-
-async def tokenq_ttft_ms(client: httpx.AsyncClient) -> float:
+def tokenq_ttft_ms(client: httpx.Client) -> float:
     """POST one short job -> its first token event over SSE; then read on to the end."""
     start, first = time.perf_counter(), None
-    resp = await client.post(
-        "/v1/jobs", json=core.job_body(core.SHORT_PROMPT, core.SHORT_MAX_TOKENS)
-    )
+    resp = client.post("/v1/jobs", json=core.job_body(core.SHORT_PROMPT, core.SHORT_MAX_TOKENS))
     resp.raise_for_status()
-    async with client.stream("GET", f"/v1/jobs/{resp.json()['id']}/events") as events:
-        async for line in events.aiter_lines():
-            if line.startswith("data:"):
-                event = json.loads(line[5:])
-                if first is None and event["type"] == "token" and event["data"]["text"]:
-                    first = time.perf_counter()
-                if event["type"] in ("done", "error"):
-                    break
+    with client.stream("GET", f"/v1/jobs/{resp.json()['id']}/events") as events:
+        for line in events.iter_lines():
+            event = json.loads(line[5:]) if line.startswith("data:") else {}
+            if first is None and event.get("type") == "token" and event["data"]["text"]:
+                first = time.perf_counter()
+            if event.get("type") in ("done", "error"):
+                break
     if first is None:
         raise RuntimeError("a short job streamed no token")
     return (first - start) * 1000
-
-
-def inprocess_ttft_ms(llm: Any) -> float:
-    """create_completion(stream=True) -> first chunk with text. reset() first: no KV prefix kept
-    from the previous call, so the whole prompt is evaluated, as it is in tokenq."""
-    llm.reset()
-    start, first = time.perf_counter(), None
-    kwargs = dict(max_tokens=core.SHORT_MAX_TOKENS, temperature=0, stream=True)
-    for chunk in llm.create_completion(core.SHORT_PROMPT, **kwargs):
-        if first is None and chunk["choices"][0]["text"]:
-            first = time.perf_counter()
-    return ((first or time.perf_counter()) - start) * 1000
-
-
-async def bench_ttft(base: str, llm: Any) -> dict[str, Any]:
-    """Pairs, in-process then tokenq, so noise hits both (one warm-up pair first)."""
-    inproc, e2e = [], []
-    async with core.client_for(base) as client:
-        for i in range(TTFT_RUNS + 1):
-            ip = inprocess_ttft_ms(llm)
-            tq = await asyncio.wait_for(tokenq_ttft_ms(client), 120)
-            if i:
-                inproc.append(ip)
-                e2e.append(tq)
-    diffs = [t - p for t, p in zip(e2e, inproc, strict=True)]
-    return dict(inprocess_median_ms=statistics.median(inproc), tokenq_median_ms=statistics.median(e2e),
-                overhead_median_ms=statistics.median(diffs), overhead_min_ms=min(diffs),
-                overhead_max_ms=max(diffs))  # fmt: skip
 
 
 def bench_stack(settings: Settings, model: ModelConfig, prompts: list[str], llm: Any, profile: bool) -> dict:  # fmt: skip
@@ -363,8 +309,8 @@ def bench_stack(settings: Settings, model: ModelConfig, prompts: list[str], llm:
             print(f"    api at {base}; worker ready after {asyncio.run(core.warm_up(base)):.1f}s")
             if profile:  # --nonblocking: sample without pausing the worker
                 pid = next(p.pid for name, p in stack.procs if name.startswith("worker"))
-                spy_cmd = [Path(sys.executable).with_name("py-spy"), "record", "-p", pid, "-o", PROFILE_PATH, "-f", "raw", "-d", 600, "--threads", "--nonblocking"]  # fmt: skip
-                spy = subprocess.Popen(list(map(str, spy_cmd)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                spy_cmd = cmdline(Path(sys.executable).with_name("py-spy"), "record", "-p", pid, "-o", PROFILE_PATH, "-f", "raw", "-d", 600, "--threads", "--nonblocking")  # fmt: skip
+                spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
                 time.sleep(1.0)  # attached before the first job
             phase("tokenq", f"(d) tokenq: {N_JOBS} jobs over HTTP, one SSE stream each...")
             d = asyncio.run(core.bench_tokenq(base, prompts))
@@ -372,8 +318,9 @@ def bench_stack(settings: Settings, model: ModelConfig, prompts: list[str], llm:
             if spy is not None:
                 stop_process(spy, signal.SIGINT)  # py-spy writes its file on Ctrl-C
                 spy, d["profile"] = None, summarize_profile(PROFILE_PATH)
-            phase("ttft", f"time to first token: {TTFT_RUNS} short jobs, paired with in-process...")
-            d["ttft"] = asyncio.run(bench_ttft(base, llm))
+            phase("tokenq_ttft", f"    time to first token: {TTFT_RUNS} short jobs, paired...")
+            with httpx.Client(base_url=base, timeout=httpx.Timeout(120, connect=5)) as client:
+                d["ttft"] = paired_ttft(llm, lambda: tokenq_ttft_ms(client))
             return d
         except BaseException:
             core.show_log_tails(stack)
@@ -385,52 +332,46 @@ def bench_stack(settings: Settings, model: ModelConfig, prompts: list[str], llm:
 
 
 def summarize_profile(path: Path, top: int = 8) -> dict[str, list[tuple[str, float]]]:
-    """Share of samples per leaf function (lines merged): the decode thread, and the rest."""
+    """Share of samples per leaf frame: the decode thread, then the rest (task threads merged)."""
     leaves: dict[str, Counter[str]] = {"tokenq-decode": Counter(), "other": Counter()}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        thread = frames[0].split(": ", 1)[-1]
-        func, _, where = frames[-1].partition(" (")
-        leaf = f"{func} ({where.split(':')[0]})"
+        thread = re.sub(r"_\d+$", "", frames[0].split(": ", 1)[-1])  # pool threads as one
         if thread == "tokenq-decode":
-            leaves[thread][leaf] += int(count)
+            leaves[thread][frames[-1]] += int(count)
         else:
-            leaves["other"][f"[{thread}] {leaf}"] += int(count)
+            leaves["other"][f"[{thread}] {frames[-1]}"] += int(count)
     out = {}
     for group, counter in leaves.items():
         total = sum(counter.values()) or 1
         out[group] = [(frame, round(100 * n / total, 1)) for frame, n in counter.most_common(top)]
-        print(f"    profile, {group} threads ({total} samples), top leaf frames:")
+        print(f"    profile, {group} ({total} samples), top leaf frames:")
         for frame, pct in out[group]:
             print(f"      {pct:5.1f}%  {frame}")
     return out
 
 
-# --- report ------------------------------------------------------------------------------------
-
-
-def get(figures: dict[str, Any], *path: str) -> Any:
+def get(figures: Any, *path: str) -> Any:
     for key in path:
         figures = figures.get(key) if isinstance(figures, dict) else None
     return figures
 
 
 def report(model: ModelConfig, f: dict[str, Any]) -> None:
-    e2e, raw = get(f, "tokenq", "tokens_per_s"), get(f, "engine", "tokens_per_s")
-    rate, inproc_ttft = get(f, "engine", "rate16", "tokens_per_s"), get(f, "tokenq", "ttft", "inprocess_median_ms")  # fmt: skip
-    server, bb = get(f, "server_matched", "tokens_per_s"), get(f, "bb_matched", "S_TG t/s")
-    rows = [  # measurement, ours, peer, peer's figure, target (None: for information), difference?
-        ("tokenq e2e (tokens/s)", e2e, "llama-server, matched", server, E2E_VS_SERVER_TARGET, False),
-        ("", e2e, "llama-server, defaults", get(f, "server_default", "tokens_per_s"), None, False),
-        ("", e2e, "in-process, sequential", get(f, "inprocess", "tokens_per_s"), E2E_VS_INPROCESS_TARGET, False),
-        ("", e2e, "raw engine (queue cost)", raw, None, False),
-        ("raw engine (tokens/s)", raw, "llama-server, matched", server, None, False),
-        ("raw engine gen rate at 16 (t/s)", rate, "batched-bench S_TG, matched", bb, GEN_RATE_TARGET, False),
-        ("", rate, "batched-bench S_TG, defaults", get(f, "bb_default", "S_TG t/s"), None, False),
-        ("TTFT tokenq (ms, median)", get(f, "tokenq", "ttft", "tokenq_median_ms"), "in-process", inproc_ttft, TTFT_OVERHEAD_TARGET_MS, True),
-        ("TTFT raw engine (ms, median)", get(f, "engine", "ttft_median_ms"), "in-process", inproc_ttft, None, True),
-        ("shared prefix x16, wall (s)", get(f, "engine", "prefix", "on", "wall_s"), "sharing off", get(f, "engine", "prefix", "off", "wall_s"), None, False),
+    e2e, raw, rate = get(f, "tokenq", "tokens_per_s"), get(f, "engine", "tokens_per_s"), get(f, "engine", "rate16", "tokens_per_s")  # fmt: skip
+    server, ttft, ettft = get(f, "server_matched", "tokens_per_s"), get(f, "tokenq", "ttft") or {}, get(f, "engine", "ttft") or {}  # fmt: skip
+    rows = [  # measurement, ours, peer, its figure, target (None: for information), diff (TTFT)
+        ("tokenq e2e (tokens/s)", e2e, "llama-server, matched", server, E2E_VS_SERVER_TARGET, None),
+        ("", e2e, "llama-server, defaults", get(f, "server_default", "tokens_per_s"), None, None),
+        ("", e2e, "in-process, sequential", get(f, "inprocess", "tokens_per_s"), E2E_VS_INPROCESS_TARGET, None),
+        ("", e2e, "raw engine (queue cost)", raw, None, None),
+        ("raw engine (tokens/s)", raw, "llama-server, matched", server, None, None),
+        ("raw engine gen rate at 16 (t/s)", rate, "batched-bench S_TG, matched", get(f, "bb_matched", "S_TG t/s"), GEN_RATE_TARGET, None),
+        ("", rate, "batched-bench S_TG, defaults", get(f, "bb_default", "S_TG t/s"), None, None),
+        ("TTFT tokenq (ms, median)", ttft.get("median_ms"), "in-process", ttft.get("inprocess_median_ms"), TTFT_OVERHEAD_TARGET_MS, ttft.get("overhead_median_ms")),
+        ("TTFT raw engine (ms, median)", ettft.get("median_ms"), "in-process", ettft.get("inprocess_median_ms"), None, ettft.get("overhead_median_ms")),
+        ("shared prefix x16, wall (s)", get(f, "engine", "prefix", "on", "wall_s"), "sharing off", get(f, "engine", "prefix", "off", "wall_s"), None, None),
     ]  # fmt: skip
     print(f"\ntokenq batching benchmark: model {model.alias}, {model.threads} threads, {model.slots} slots, {os.cpu_count()} CPUs; {N_JOBS} prompts x {MAX_TOKENS} tokens, {CONCURRENCY} concurrent, temperature 0")  # fmt: skip
     line = "{:<32} {:>7}  {:<29} {:>7} {:>9} {:>9}  {}"
@@ -439,16 +380,17 @@ def report(model: ModelConfig, f: dict[str, Any]) -> None:
     f["verdicts"], measurement = {}, ""
     for name, ours, peer_name, peer, target, diff in rows:
         measurement = name or measurement
-        value = None if ours is None or peer is None else (ours - peer if diff else ours / peer)
-        cmp = "n/a" if value is None else (f"{value:+.1f} ms" if diff else f"{value:.3f}")
+        is_diff = "TTFT" in measurement
+        value = diff if is_diff else (None if ours is None or peer is None else ours / peer)
+        cmp = "n/a" if value is None else (f"{value:+.1f} ms" if is_diff else f"{value:.3f}")
         tgt = result = ""
         if target is not None:
-            tgt = f"<= {target:.0f} ms" if diff else f">= {target:.2f}"
-            ok = None if value is None else (value <= target if diff else value >= target)
+            tgt = f"<= {target:.0f} ms" if is_diff else f">= {target:.2f}"
+            ok = None if value is None else (value <= target if is_diff else value >= target)
             result = "n/a" if ok is None else core.verdict(ok)
             f["verdicts"][f"{measurement} vs {peer_name}"] = ok
         print(line.format(name, num(ours), peer_name, num(peer), cmp, tgt, result).rstrip())
-    print("  ratio = ours / peer (TTFT: ours - peer); matched = our engine's attention settings (-fa as configured, -kvu)")  # fmt: skip
+    print("  ratio = ours / peer; TTFT: median of paired differences. matched = our engine's attention settings (-fa as configured, -kvu)")  # fmt: skip
     for label in ("on", "off"):
         p = get(f, "engine", "prefix", label) or {}
         print(f"  shared prefix {label}: prompt tokens evaluated {p.get('prompt_tokens_evaluated')}, shared {p.get('prompt_tokens_shared')}, last first token after {p.get('last_first_token_s', 0):.2f}s")  # fmt: skip
@@ -461,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     model = Registry.load(settings.models_config).get(None)
     gguf, prompts = model.gguf.resolve(settings.data_dir), core.workload()
-    f: dict[str, Any] = {"at": time.time(), "model": model.alias, "threads": model.threads, "slots": model.slots, "cpus": os.cpu_count(), "loads": LOADS}  # fmt: skip
-    f["workload"] = {"jobs": N_JOBS, "max_tokens": MAX_TOKENS, "concurrency": CONCURRENCY}
+    f: dict[str, Any] = {"at": time.time(), "model": model.alias, "threads": model.threads,
+                         "slots": model.slots, "cpus": os.cpu_count(), "loads": LOADS,
+                         "workload": {"jobs": N_JOBS, "max_tokens": MAX_TOKENS, "concurrency": CONCURRENCY}}  # fmt: skip
+    OUT_PATH.parent.mkdir(parents=True, exist_ok=True)  # also for llama-server.log
     failed = []
 
     def attempt(key: str, fn: Any, *fn_args: Any, show: str | None = None) -> None:
@@ -480,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         llm.create_completion(core.SHORT_PROMPT, max_tokens=4, temperature=0)  # warm-up
         phase("inprocess", f"(a) in-process: {N_JOBS} prompts, one after another...")
         attempt("inprocess", core.bench_inprocess, llm, prompts, show="tokens_per_s")
-        attempt("engine", bench_engine, model, settings.data_dir, prompts)
+        attempt("engine", bench_engine, model, settings.data_dir, prompts, llm)
         attempt("bindir", ensure_llama_tools)
         for label, extra in (("matched", matched_flags(model)), ("default", [])):
             if "bindir" not in f:
@@ -495,7 +439,6 @@ def main(argv: list[str] | None = None) -> int:
         llm.close()
     f["bindir"], f["failed"] = str(f.get("bindir")), failed
     report(model, f)
-    OUT_PATH.parent.mkdir(parents=True, exist_ok=True)
     OUT_PATH.write_text(json.dumps(f, indent=2) + "\n")
     print(f"\nfigures written to {OUT_PATH.relative_to(ROOT)}")
     return 1 if failed else 0

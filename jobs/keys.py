@@ -41,6 +41,26 @@ def batch_channel(batch_id: str) -> str:
     return f"{PREFIX}:chan:batch:{batch_id}"
 
 
+def batch_line_errors(batch_id: str) -> str:
+    """Hash: input lines of a batch that never became jobs: line index -> BatchLineError JSON."""
+    return f"{PREFIX}:batch:{batch_id}:line_errors"
+
+
+def tenant_batches(tenant: str) -> str:
+    """Sorted set: a tenant's batch ids scored by created_at (GET /v1/batches lists newest first)."""
+    return f"{PREFIX}:tenant:{tenant}:batches"
+
+
+def file(file_id: str) -> str:
+    """Hash: an uploaded file's metadata (OpenAI's Files API: purpose, filename, bytes, stamps)."""
+    return f"{PREFIX}:file:{file_id}"
+
+
+def file_content(file_id: str) -> str:
+    """String: an uploaded file's bytes."""
+    return f"{PREFIX}:file:{file_id}:content"
+
+
 def idempotency(tenant: str, key: str) -> str:
     """String: the batch id created for a tenant's Idempotency-Key."""
     return f"{PREFIX}:idem:{tenant}:{key}"

@@ -181,6 +181,22 @@ class RequestCounts(BaseModel):
     expired: int = 0
 
 
+class BatchLineError(BaseModel):
+    """An input item of a batch that could not become a job (a bad line of an OpenAI batch file).
+
+    It counts as failed at once and is listed in the batch's error file at its input position.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int  #: 0-based position among the batch's requests (the jobs' `index` space)
+    line: int | None = None  #: 1-based line of the input file
+    custom_id: str | None = None
+    code: str
+    message: str
+    param: str | None = None
+
+
 class Batch(BaseModel):
     """A bulk submission: many jobs, counted live, exported in input order."""
 
@@ -205,6 +221,8 @@ class Batch(BaseModel):
     cancelling_at: float | None = None
     cancelled_at: float | None = None
     metadata: dict[str, str] | None = None
+    input_file_id: str | None = None  #: the uploaded file the batch was read from (OpenAI's API)
+    errors: list[BatchLineError] | None = None  #: why a batch failed before any job ran
 
     @property
     def finished(self) -> int:
@@ -239,6 +257,10 @@ class Batch(BaseModel):
             cancelled=int(raw.get("cancelled") or 0),
             expired=int(raw.get("expired") or 0),
             metadata=json.loads(raw["metadata"]) if raw.get("metadata") else None,
+            input_file_id=raw.get("input_file_id") or None,
+            errors=[BatchLineError.model_validate(e) for e in json.loads(raw["errors"])]
+            if raw.get("errors")
+            else None,
             **{name: _float(raw.get(name)) for name in stamps},
         )
 
@@ -254,8 +276,50 @@ class Batch(BaseModel):
             "created_at": repr(self.created_at),
             "metadata": json.dumps(self.metadata) if self.metadata else "",
         }
-        for name in ("in_progress_at", "expires_at"):
+        if self.input_file_id:
+            out["input_file_id"] = self.input_file_id
+        if self.errors:
+            out["errors"] = json.dumps([e.model_dump() for e in self.errors])
+        # Lines that never became jobs are failed from the start; the Lua scripts count the rest.
+        if self.failed:
+            out["failed"] = str(self.failed)
+        for name in ("in_progress_at", "expires_at", "failed_at"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = repr(value)
         return out
+
+
+class StoredFile(BaseModel):
+    """An uploaded file (OpenAI's Files API); its bytes are stored beside it (jobs/keys.py)."""
+
+    id: str
+    tenant: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: float
+    expires_at: float | None = None
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> StoredFile:
+        return cls(
+            id=raw["id"],
+            tenant=raw["tenant"],
+            filename=raw["filename"],
+            purpose=raw["purpose"],
+            bytes=int(raw["bytes"]),
+            created_at=float(raw["created_at"]),
+            expires_at=_float(raw.get("expires_at")),
+        )
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "bytes": str(self.bytes),
+            "created_at": repr(self.created_at),
+            "expires_at": "" if self.expires_at is None else repr(self.expires_at),
+        }

@@ -7,7 +7,7 @@ the same scripts from jobs/lua/, each prefixed with _lib.lua.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -16,7 +16,15 @@ import redis.asyncio as aioredis
 
 from jobs import keys
 from jobs.events import Event, EventType
-from jobs.models import Batch, Job, JobResult, JobStatus
+from jobs.models import (
+    Batch,
+    BatchLineError,
+    BatchStatus,
+    Job,
+    JobResult,
+    JobStatus,
+    StoredFile,
+)
 
 #: Jobs written per pipeline round trip when creating a batch.
 WRITE_CHUNK = 1000
@@ -61,11 +69,18 @@ class AsyncStore:
         self.result_ttl_s = result_ttl_s
         self._scripts = {n: client.register_script(_script_source(n)) for n in SCRIPT_NAMES}
 
-    async def create(self, jobs: list[Job], batch: Batch | None = None) -> None:
+    async def create(
+        self,
+        jobs: list[Job],
+        batch: Batch | None = None,
+        line_errors: Sequence[BatchLineError] = (),
+        line_errors_ttl_s: int | None = None,
+    ) -> None:
         """Write job records (and their batch) before anything is enqueued.
 
         Chunks go in MULTI/EXEC transactions so no chunk is half-written; the batch record is
-        written last, so a batch id never points at missing jobs.
+        written last, so a batch id never points at missing jobs. `line_errors` are the batch's
+        input lines that never became jobs (kept `line_errors_ttl_s`, past the batch's own end).
         """
         for start in range(0, len(jobs), WRITE_CHUNK):
             pipe = self.redis.pipeline(transaction=True)
@@ -85,12 +100,33 @@ class AsyncStore:
             await pipe.execute()
         if batch is not None:
             pipe = self.redis.pipeline(transaction=True)
+            if line_errors:
+                errors_key = keys.batch_line_errors(batch.id)
+                pipe.hset(
+                    errors_key, mapping={str(e.index): e.model_dump_json() for e in line_errors}
+                )
+                pipe.expire(errors_key, line_errors_ttl_s or self.result_ttl_s)
             pipe.hset(keys.batch(batch.id), mapping={**batch.to_redis(), "seq": "1"})
             pipe.xadd(
                 keys.batch_events(batch.id),
                 {"e": initial_event(batch.status, batch.created_at)},  # type: ignore[arg-type]
                 id="1-0",
             )
+            if batch.status == BatchStatus.FAILED:
+                # Failed before any job ran: no job will end its log or start its TTL, so here.
+                counts = {
+                    "total": batch.total,
+                    "succeeded": 0,
+                    "failed": batch.failed,
+                    "cancelled": 0,
+                    "expired": 0,
+                }
+                done = Event.encode(2, EventType.DONE, {"status": batch.status, "counts": counts})
+                pipe.xadd(keys.batch_events(batch.id), {"e": done}, id="2-0")
+                pipe.hset(keys.batch(batch.id), "seq", "2")
+                pipe.expire(keys.batch(batch.id), self.result_ttl_s)
+                pipe.expire(keys.batch_events(batch.id), self.result_ttl_s)
+            pipe.zadd(keys.tenant_batches(batch.tenant), {batch.id: batch.created_at})
             await pipe.execute()
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -104,6 +140,63 @@ class AsyncStore:
     async def batch_job_ids(self, batch_id: str, start: int = 0, stop: int = -1) -> list[str]:
         ids = await self.redis.lrange(keys.batch_jobs(batch_id), start, stop)
         return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+    async def batch_line_errors(self, batch_id: str) -> list[BatchLineError]:
+        """The batch's input lines that never became jobs, in input order."""
+        raw = await self.redis.hvals(keys.batch_line_errors(batch_id))
+        errors = [BatchLineError.model_validate_json(r) for r in raw]
+        return sorted(errors, key=lambda e: e.index)
+
+    async def list_batches(
+        self, tenant: str, after: str | None = None, limit: int = 20
+    ) -> tuple[list[Batch], bool]:
+        """A tenant's batches, newest first, after the batch id `after`; and whether more follow.
+
+        Entries of batches that expired are dropped from the index as they are met.
+        """
+        index = keys.tenant_batches(tenant)
+        start = 0
+        if after is not None:
+            rank = await self.redis.zrevrank(index, after)
+            if rank is None:
+                return [], False
+            start = rank + 1
+        found: list[Batch] = []
+        while len(found) <= limit:
+            ids = [
+                i.decode() if isinstance(i, bytes) else i
+                for i in await self.redis.zrevrange(index, start, start + limit)
+            ]
+            if not ids:
+                break
+            pipe = self.redis.pipeline(transaction=False)
+            for batch_id in ids:
+                pipe.hgetall(keys.batch(batch_id))
+            gone = []
+            for batch_id, raw in zip(ids, await pipe.execute(), strict=True):
+                if raw:
+                    found.append(Batch.from_redis(_decode(raw)))
+                else:
+                    gone.append(batch_id)
+            if gone:
+                await self.redis.zrem(index, *gone)
+            start += len(ids) - len(gone)
+        return found[:limit], len(found) > limit
+
+    async def put_file(self, record: StoredFile, content: bytes, ttl_s: int) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.file_content(record.id), content, ex=ttl_s)
+        pipe.hset(keys.file(record.id), mapping=record.to_redis())
+        pipe.expire(keys.file(record.id), ttl_s)
+        await pipe.execute()
+
+    async def get_file(self, file_id: str) -> StoredFile | None:
+        raw = await self.redis.hgetall(keys.file(file_id))
+        return StoredFile.from_redis(_decode(raw)) if raw else None
+
+    async def get_file_content(self, file_id: str) -> bytes | None:
+        content: bytes | None = await self.redis.get(keys.file_content(file_id))
+        return content
 
     async def get_jobs(self, job_ids: Iterable[str]) -> list[Job | None]:
         pipe = self.redis.pipeline(transaction=False)

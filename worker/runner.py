@@ -87,7 +87,7 @@ class Runner:
                 self.publisher.send(
                     stream,
                     chunk.completion_tokens,
-                    [_token_event(chunk.text, chunk.completion_tokens)],
+                    [_token_event(chunk.text, chunk.completion_tokens, chunk.logprobs)],
                 )
                 if (stream.cancel_requested or stream.fenced) and not cancelled:
                     cancelled = True  # the generation ends at its next token; drain it

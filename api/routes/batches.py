@@ -1,4 +1,5 @@
-"""/v1/batches: submit many jobs at once (JSON or JSONL), watch counts, export results, cancel."""
+"""/v1/batches: submit many jobs at once (JSON, JSONL, or OpenAI's input file), watch counts,
+list, export results, cancel."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
+from api import openai_batches, openai_protocol
 from api.deps import Service, Tenant
+from api.openai_protocol import ListBatchesResponse
 from api.protocol import BatchResponse, CreateBatchRequest
 from api.routes._sse import sse_response
 from api.service import new_id
@@ -60,10 +63,21 @@ def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
     return items
 
 
+def _invalid_body(exc: ValidationError, code: str) -> InvalidRequestError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return InvalidRequestError(f"{where}: {message}", param=where, code=code)
+
+
 async def read_batch_body(
     request: Request,
-) -> tuple[list[dict[str, Any]], str | None, dict[str, str] | None, str]:
-    """(items, model, metadata, label) from a JSON array/object, a JSONL body or a multipart file."""
+) -> (
+    tuple[list[dict[str, Any]], str | None, dict[str, str] | None, str]
+    | openai_protocol.CreateBatchRequest
+):
+    """(items, model, metadata, label) from a JSON array/object, a JSONL body or a multipart file;
+    or OpenAI's batch request (a JSON object naming an uploaded `input_file_id`)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     model = request.query_params.get("model")
     if content_type.startswith("multipart/"):
@@ -89,14 +103,15 @@ async def read_batch_body(
         if not payload or not all(isinstance(i, dict) for i in payload):
             raise InvalidRequestError("expected a non-empty array of job objects", param="jobs")
         return payload, model, None, "jobs[{i}]"
+    if isinstance(payload, dict) and "input_file_id" in payload:
+        try:
+            return openai_protocol.CreateBatchRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise _invalid_body(exc, "invalid_request") from exc
     try:
         parsed = CreateBatchRequest.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidRequestError(
-            f"{where}: {first['msg']}", param=where, code="invalid_batch"
-        ) from exc
+        raise _invalid_body(exc, "invalid_batch") from exc
     return parsed.jobs, parsed.model or model, parsed.metadata, "jobs[{i}]"
 
 
@@ -109,29 +124,50 @@ async def create_batch(
 ) -> Any:
     """Accept many jobs; all are validated before any is written, so a batch is whole or absent.
 
+    OpenAI's body (`input_file_id`, `endpoint`, `completion_window`, `metadata`) reads the jobs
+    from an uploaded file instead, where a bad line is a failed request (200, as OpenAI answers).
     With an Idempotency-Key header, a repeated request returns the batch the first one created.
     """
-    items, model, metadata, label = await read_batch_body(request)
+    body = await read_batch_body(request)
     if idempotency_key:
         reserved = new_id("batch")
         existing = await service.store.claim_idempotency_key(tenant, idempotency_key, reserved)
         if existing is not None:
             batch = await owned_batch(service.store, existing, tenant)
             return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
+    batch_id = reserved if idempotency_key else None
     try:
-        batch = await service.submit_batch(
-            items,
-            tenant,
-            model=model,
-            metadata=metadata,
-            item_label=label,
-            batch_id=reserved if idempotency_key else None,
-        )
+        if isinstance(body, openai_protocol.CreateBatchRequest):
+            batch = await openai_batches.create_batch(service, body, tenant, batch_id)
+        else:
+            items, model, metadata, label = body
+            batch = await service.submit_batch(
+                items, tenant, model=model, metadata=metadata, item_label=label, batch_id=batch_id
+            )
     except Exception:
         if idempotency_key:
             await service.store.release_idempotency_key(tenant, idempotency_key)
         raise
+    if isinstance(body, openai_protocol.CreateBatchRequest):
+        return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
     return BatchResponse.from_batch(batch)
+
+
+@router.get("", response_model=ListBatchesResponse)
+async def list_batches(
+    tenant: Tenant,
+    service: Service,
+    after: str | None = Query(None, max_length=256, description="List after this batch id."),
+    limit: int = Query(20, ge=1, le=100),
+) -> ListBatchesResponse:
+    """The caller's batches (native and OpenAI's alike), newest first."""
+    batches, has_more = await service.store.list_batches(tenant, after, limit)
+    return ListBatchesResponse(
+        data=[BatchResponse.from_batch(b) for b in batches],
+        first_id=batches[0].id if batches else None,
+        last_id=batches[-1].id if batches else None,
+        has_more=has_more,
+    )
 
 
 @router.get("/{batch_id}", response_model=BatchResponse)
@@ -167,7 +203,7 @@ def _result_line(job: Job) -> dict[str, Any]:
     }
 
 
-async def _export(store: AsyncStore, batch: Batch, errors: bool) -> AsyncIterator[bytes]:
+async def export_results(store: AsyncStore, batch: Batch, errors: bool) -> AsyncIterator[bytes]:
     """Finished jobs in input order: succeeded ones (results) or the others (errors)."""
     for start in range(0, batch.total, EXPORT_CHUNK):
         ids = await store.batch_job_ids(batch.id, start, start + EXPORT_CHUNK - 1)
@@ -185,7 +221,7 @@ async def _export(store: AsyncStore, batch: Batch, errors: bool) -> AsyncIterato
 async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
     batch = await owned_batch(service.store, batch_id, tenant)
     return StreamingResponse(
-        _export(service.store, batch, errors=False), media_type="application/jsonl"
+        export_results(service.store, batch, errors=False), media_type="application/jsonl"
     )
 
 
@@ -193,7 +229,7 @@ async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> Stre
 async def batch_errors(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
     batch = await owned_batch(service.store, batch_id, tenant)
     return StreamingResponse(
-        _export(service.store, batch, errors=True), media_type="application/jsonl"
+        export_results(service.store, batch, errors=True), media_type="application/jsonl"
     )
 
 

@@ -1,0 +1,265 @@
+"""An async client for tokenq's native API on httpx: submit, wait, stream (resumable), cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+#: Reconnects in a row, with no new event in between, before a stream gives up.
+MAX_RECONNECTS = 5
+#: First wait before a reconnect; it doubles on each failure in a row, up to the max.
+RECONNECT_DELAY_S = 0.25
+RECONNECT_MAX_DELAY_S = 5.0
+#: Statuses worth a reconnect: a proxy or an API process restarting.
+RETRY_STATUSES = frozenset({502, 503, 504})
+#: Events after which a job's or a batch's stream has nothing more to say.
+FINAL_EVENTS = frozenset({"done", "error"})
+JOB_FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "expired"})
+BATCH_FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+
+
+class TokenqClientError(Exception):
+    """An error answered by the API (`status`, `code`, `type`, `param`, `message`), or a
+    client-side one (then `status` is None)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        param: str | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.type = type
+        self.param = param
+
+    def __str__(self) -> str:
+        where = f"{self.status} " if self.status is not None else ""
+        return f"{where}{self.code or 'error'}: {self.message}"
+
+
+class JobRestartedError(TokenqClientError):
+    """The job's worker was lost and a new attempt starts over: drop the text streamed so far,
+    then `stream(job_id, last_event_id=exc.last_event_id)` gives the new attempt's text."""
+
+    def __init__(self, job_id: str, attempt: int, last_event_id: int):
+        super().__init__(
+            f"job {job_id} restarted (attempt {attempt}); its text so far is void",
+            code="job_restarted",
+        )
+        self.job_id = job_id
+        self.attempt = attempt
+        self.last_event_id = last_event_id
+
+
+class StreamInterruptedError(TokenqClientError):
+    """The stream kept failing to reconnect; `last_event_id` is where to resume later."""
+
+    def __init__(self, path: str, last_event_id: int, reconnects: int, cause: str):
+        super().__init__(
+            f"{path}: gave up after {reconnects} reconnects ({cause})",
+            code="stream_interrupted",
+        )
+        self.last_event_id = last_event_id
+
+
+class AsyncClient:
+    """tokenq's native API. `base_url` defaults to $TOKENQ_URL (else http://127.0.0.1:8000),
+    `api_key` to $TOKENQ_API_KEY; `transport` is handed to httpx (proxies, tests)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_reconnects: int = MAX_RECONNECTS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        api_key = api_key if api_key is not None else os.environ.get("TOKENQ_API_KEY")
+        self._http = httpx.AsyncClient(
+            base_url=base_url or os.environ.get("TOKENQ_URL") or DEFAULT_URL,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            timeout=timeout,
+            transport=transport,
+        )
+        self.max_reconnects = max_reconnects
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def submit(self, prompt: str | None = None, **fields: Any) -> dict[str, Any]:
+        """One job (`POST /v1/jobs`): a prompt, or `messages=`, or `template=` + `inputs=`, and
+        any other job field (`model`, `max_tokens`, `temperature`, ...). Returns the job."""
+        body = {"prompt": prompt, **fields} if prompt is not None else fields
+        return await self._request("POST", "/v1/jobs", json=body)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/jobs/{job_id}")
+
+    async def wait(self, job_id: str) -> dict[str, Any]:
+        """The job once it is final (followed over its event stream, not polled)."""
+        job = await self.job(job_id)
+        if job["status"] not in JOB_FINAL_STATUSES:
+            async for _ in self.events(job_id):
+                pass
+            job = await self.job(job_id)
+        return job
+
+    async def events(self, job_id: str, last_event_id: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """The job's events (`{seq, type, data}`) after `last_event_id`, each once and in order,
+        until its final event; a dropped connection is resumed with Last-Event-ID."""
+        async for event in self._follow(f"/v1/jobs/{job_id}/events", last_event_id):
+            yield event
+
+    async def stream(self, job_id: str, last_event_id: int = 0) -> AsyncIterator[str]:
+        """The job's text, piece by piece, until it is final (whatever its final status: see
+        wait()). Raises JobRestartedError if the job starts over after a lost worker."""
+        async for event in self.events(job_id, last_event_id):
+            if event["type"] == "token":
+                if event["data"]["text"]:
+                    yield event["data"]["text"]
+            elif event["type"] == "reset":
+                raise JobRestartedError(job_id, event["data"]["attempt"], event["seq"])
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job: a queued one never starts, a running one stops at its next token."""
+        return await self._request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    # --- batches -------------------------------------------------------------------------
+
+    async def submit_bulk(
+        self,
+        jobs: Sequence[Mapping[str, Any]],
+        *,
+        model: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Many jobs as one batch (`POST /v1/batches`); returns the batch. With an
+        `idempotency_key`, a retried call returns the batch the first one created."""
+        body: dict[str, Any] = {"jobs": [dict(job) for job in jobs]}
+        if model is not None:
+            body["model"] = model
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return await self._request("POST", "/v1/batches", json=body, headers=headers)
+
+    async def batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._request("GET", f"/v1/batches/{batch_id}")
+
+    async def wait_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch once every job in it is final (followed over its event stream)."""
+        batch = await self.batch(batch_id)
+        if batch["status"] not in BATCH_FINAL_STATUSES:
+            async for _ in self._follow(f"/v1/batches/{batch_id}/events", 0):
+                pass
+            batch = await self.batch(batch_id)
+        return batch
+
+    async def results(self, batch_id: str) -> list[dict[str, Any]]:
+        """The batch's succeeded jobs so far, in input order (`{id, custom_id, status,
+        response, error}` each)."""
+        response = await self._http.get(f"/v1/batches/{batch_id}/results")
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._request("POST", f"/v1/batches/{batch_id}/cancel")
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise _api_error(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def _follow(self, path: str, last_event_id: int) -> AsyncIterator[dict[str, Any]]:
+        """An SSE event log from after `last_event_id` to its final event, reconnecting with
+        Last-Event-ID whenever the connection drops (tokenq replays exactly what was missed)."""
+        last = last_event_id
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last else {}
+            try:
+                async with self._http.stream("GET", path, headers=headers) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        if response.status_code not in RETRY_STATUSES:
+                            raise _api_error(response)
+                        cause = f"HTTP {response.status_code}"
+                    else:
+                        async for event in _sse_data(response.aiter_lines()):
+                            last = event["seq"]
+                            failures = 0
+                            yield event
+                            if event["type"] in FINAL_EVENTS:
+                                return
+                        cause = "the stream ended before its final event"
+            except httpx.TransportError as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+            failures += 1
+            if failures > self.max_reconnects:
+                raise StreamInterruptedError(path, last, self.max_reconnects, cause)
+            await asyncio.sleep(min(RECONNECT_DELAY_S * 2 ** (failures - 1), RECONNECT_MAX_DELAY_S))
+
+
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON `data` of each complete SSE event (https://html.spec.whatwg.org/#event-stream-
+    interpretation): an event counts only once its blank line arrived, so one cut off by a
+    dropped connection is never half-read."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield json.loads("\n".join(data))
+                data = []
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+
+
+def _api_error(response: httpx.Response) -> TokenqClientError:
+    try:
+        error = response.json()["error"]
+        return TokenqClientError(
+            error["message"],
+            status=response.status_code,
+            code=error.get("code"),
+            type=error.get("type"),
+            param=error.get("param"),
+        )
+    except (ValueError, KeyError, TypeError):
+        return TokenqClientError(
+            response.text or response.reason_phrase, status=response.status_code
+        )
