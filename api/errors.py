@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobs.errors import TokenqError
+from jobs.errors import TokenqError, TooManyJobsError
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,8 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 def _tokenq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenqError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    if isinstance(exc, TooManyJobsError):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return JSONResponse(
         error_body(exc.message, exc.type, exc.param, exc.code), exc.status_code, headers=headers
     )

@@ -53,6 +53,7 @@ JobUpdate = TextDelta | Restarted | Finished
 async def submit(service: JobService, requests: list[CreateJobRequest], tenant: str) -> list[Job]:
     """Validate all requests first (one bad request rejects them all), then write and enqueue."""
     jobs = [service.build_job(request, tenant) for request in requests]
+    await service.admit(tenant, len(jobs))
     await service.store.create(jobs)
     await service.enqueue(jobs)
     return jobs

@@ -18,6 +18,7 @@ from jobs.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     TokenqError,
+    TooManyJobsError,
     UnavailableError,
 )
 from jobs.models import Batch, BatchLineError, BatchStatus, Job, JobSpec, JobStatus
@@ -125,8 +126,18 @@ class JobService:
             expires_at=expires_at,
         )
 
+    async def admit(self, tenant: str, n: int) -> None:
+        """429 when n more jobs would take the tenant past its in-flight limit."""
+        inflight = await self.store.inflight(tenant)
+        if inflight + n > self.settings.max_inflight:
+            raise TooManyJobsError(
+                f"{inflight} of your jobs are in flight; {n} more would pass the limit of "
+                f"{self.settings.max_inflight}. Retry when some have finished."
+            )
+
     async def submit_job(self, request: CreateJobRequest, tenant: str) -> Job:
         job = self.build_job(request, tenant)
+        await self.admit(tenant, 1)
         await self.store.create([job])
         await self.enqueue([job])
         return job
@@ -156,6 +167,7 @@ class JobService:
             )
         if model is not None:
             self.registry.get(model)
+        await self.admit(tenant, len(items))
         now = time.time()
         batch = Batch(
             id=batch_id or new_id("batch"),

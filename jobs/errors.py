@@ -73,6 +73,14 @@ class AuthenticationError(TokenqError):
     code = "invalid_api_key"
 
 
+class TooManyJobsError(TokenqError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "too_many_jobs_in_flight"
+    #: Seconds a client should wait before trying again.
+    retry_after_s = 5
+
+
 class UnavailableError(TokenqError):
     status_code = 503
     type = "server_error"

@@ -61,6 +61,11 @@ def file_content(file_id: str) -> str:
     return f"{PREFIX}:file:{file_id}:content"
 
 
+def tenant_inflight(tenant: str) -> str:
+    """Integer: the tenant's jobs accepted and not yet final (bounded by TOKENQ_MAX_INFLIGHT)."""
+    return f"{PREFIX}:tenant:{tenant}:inflight"
+
+
 def idempotency(tenant: str, key: str) -> str:
     """String: the batch id created for a tenant's Idempotency-Key."""
     return f"{PREFIX}:idem:{tenant}:{key}"

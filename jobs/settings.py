@@ -32,6 +32,11 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_batch_jobs: int = Field(50_000, ge=1)
+    max_inflight: int = Field(
+        200_000,
+        ge=1,
+        description="Jobs one tenant may have accepted and not yet final (429 past it).",
+    )
     job_time_limit_s: int = Field(900, ge=2, description="Hard limit on one job's run.")
     visibility_timeout_s: int = Field(
         3600, ge=2, description="Redelivery delay of an unacked job; above the job time limit."

@@ -38,12 +38,19 @@ def _script_source(name: str) -> str:
 SCRIPT_NAMES = ("claim", "emit", "finish", "cancel")
 
 
-def job_keys(job_id: str, batch_id: str | None) -> list[str]:
-    """The KEYS every script takes: job hash, job stream, batch hash, batch stream, batch list."""
-    own = [keys.job(job_id), keys.job_events(job_id)]
-    if not batch_id:
-        return own + own + own[:1]
-    return own + [keys.batch(batch_id), keys.batch_events(batch_id), keys.batch_jobs(batch_id)]
+def job_keys(job: Job) -> list[str]:
+    """The KEYS every script takes: job hash, job stream, batch hash, batch stream, batch list,
+    the tenant's in-flight counter."""
+    own = [keys.job(job.id), keys.job_events(job.id)]
+    inflight = keys.tenant_inflight(job.tenant)
+    if not job.batch_id:
+        return [*own, *own, own[0], inflight]
+    batch = [
+        keys.batch(job.batch_id),
+        keys.batch_events(job.batch_id),
+        keys.batch_jobs(job.batch_id),
+    ]
+    return [*own, *batch, inflight]
 
 
 def channels(job_id: str, batch_id: str | None) -> list[str]:
@@ -93,6 +100,9 @@ class AsyncStore:
                     {"e": initial_event(job.status, job.created_at)},
                     id="1-0",
                 )
+            pipe.incrby(
+                keys.tenant_inflight(jobs[start].tenant), len(jobs[start : start + WRITE_CHUNK])
+            )
             if batch is not None:
                 pipe.rpush(
                     keys.batch_jobs(batch.id), *(j.id for j in jobs[start : start + WRITE_CHUNK])
@@ -128,6 +138,10 @@ class AsyncStore:
                 pipe.expire(keys.batch_events(batch.id), self.result_ttl_s)
             pipe.zadd(keys.tenant_batches(batch.tenant), {batch.id: batch.created_at})
             await pipe.execute()
+
+    async def inflight(self, tenant: str) -> int:
+        """The tenant's jobs accepted and not yet final."""
+        return int(await self.redis.get(keys.tenant_inflight(tenant)) or 0)
 
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(keys.job(job_id))
@@ -207,7 +221,7 @@ class AsyncStore:
     async def cancel(self, job: Job) -> str:
         """'cancelled' | 'cancelling' | the terminal status the job already had | 'missing'."""
         result = await self._scripts["cancel"](
-            keys=job_keys(job.id, job.batch_id),
+            keys=job_keys(job),
             args=[*channels(job.id, job.batch_id), time.time(), self.result_ttl_s],
         )
         return result.decode() if isinstance(result, bytes) else result
@@ -251,7 +265,7 @@ class WorkerStore:
     def claim(self, job: Job) -> int | None:
         """Start a new attempt; its number is the fencing token. None: nothing to run."""
         result = self._scripts["claim"](
-            keys=job_keys(job.id, job.batch_id),
+            keys=job_keys(job),
             args=[
                 *channels(job.id, job.batch_id),
                 time.time(),
@@ -269,7 +283,7 @@ class WorkerStore:
         args: list[Any] = [keys.job_channel(job.id), fence, completion_tokens]
         for etype, data in events:
             args += [etype, data]
-        return {"keys": job_keys(job.id, job.batch_id)[:2], "args": args}
+        return {"keys": job_keys(job)[:2], "args": args}
 
     def emit(
         self, job: Job, fence: int, completion_tokens: int, events: list[tuple[str, str]]
@@ -289,7 +303,7 @@ class WorkerStore:
     def finish(self, job: Job, fence: int, status: JobStatus, result: JobResult) -> bool:
         """Write the final result unless the job already has one or another attempt owns it."""
         written = self._scripts["finish"](
-            keys=job_keys(job.id, job.batch_id),
+            keys=job_keys(job),
             args=[
                 *channels(job.id, job.batch_id),
                 time.time(),

@@ -30,6 +30,7 @@ BOB_KEY = "bob-secret-key"
 #: Limits lowered so the limit tests stay small.
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_BATCH_JOBS = 12_000
+MAX_INFLIGHT = 11_000
 
 
 def _models_config(path: Path) -> Path:
@@ -58,6 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ),
         TOKENQ_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         TOKENQ_MAX_BATCH_JOBS=str(MAX_BATCH_JOBS),
+        TOKENQ_MAX_INFLIGHT=str(MAX_INFLIGHT),
         TOKENQ_STREAM_PING_S="1",
         PYTHONUNBUFFERED="1",
     )

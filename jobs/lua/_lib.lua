@@ -1,6 +1,7 @@
 -- Shared helpers, prepended to every tokenq script when it is loaded (jobs/store.py).
 -- KEYS convention for every script: [1] job hash, [2] job stream, [3] batch hash, [4] batch stream,
--- [5] batch job list (3 to 5 are the job's own keys again when it belongs to no batch).
+-- [5] batch job list (3 to 5 are the job's own keys again when it belongs to no batch),
+-- [6] the tenant's in-flight counter.
 
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
 
@@ -36,6 +37,7 @@ local function finish_job(status, result_json, now, ttl, chan, bchan)
   append(KEYS[1], KEYS[2], chan, final_type, '{"status":"' .. status .. '","result":' .. result_json .. '}')
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
+  if redis.call('DECR', KEYS[6]) < 0 then redis.call('SET', KEYS[6], 0) end
   if not batch_id or batch_id == '' then return end
   redis.call('HINCRBY', KEYS[3], status, 1)
   local n = batch_counts(KEYS[3])

@@ -8,7 +8,7 @@ import httpx
 import redis
 
 from jobs import keys
-from tests.conftest import MAX_BATCH_JOBS, sse_events, wait_for
+from tests.conftest import MAX_BATCH_JOBS, MAX_INFLIGHT, sse_events, wait_for
 
 
 def _jsonl(items: list[dict]) -> bytes:
@@ -129,6 +129,13 @@ def test_ten_thousand_jobs_in_one_request_are_all_queued_then_cancelled(
     # Then every job has a record and a broker message
     assert redis_client.llen(keys.batch_jobs(batch["id"])) == 10_000
     assert redis_client.llen(queue) - before == 10_000
+    # And with 10,000 in flight, more than the tenant's limit allows is refused, whole
+    more = client.post(
+        "/v1/batches", json={"model": "idle", "jobs": items[: MAX_INFLIGHT - 10_000 + 1]}
+    )
+    assert more.status_code == 429, more.text
+    assert more.json()["error"]["code"] == "too_many_jobs_in_flight"
+    assert int(more.headers["Retry-After"]) > 0
     # When the batch is cancelled, every queued job is cancelled at once and the batch ends
     cancelled = client.post(f"/v1/batches/{batch['id']}/cancel", timeout=120)
     assert cancelled.status_code == 200
@@ -140,4 +147,8 @@ def test_ten_thousand_jobs_in_one_request_are_all_queued_then_cancelled(
     )
     assert final["request_counts"]["cancelled"] == 10_000
     assert final["cancelled_at"] is not None
+    # Then the cancelled jobs no longer count against the tenant
+    assert (
+        client.post("/v1/batches", json={"model": "fake", "jobs": items[:1001]}).status_code == 202
+    )
     assert MAX_BATCH_JOBS > 10_000
