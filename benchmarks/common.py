@@ -3,6 +3,8 @@ process; llama.cpp's own llama-server and llama-batched-bench, built from the sa
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -62,3 +64,16 @@ def ensure_llama_tools() -> Path:
     build = ["cmake", "--build", "build", "-j2", "--target", *TOOLS]
     subprocess.run(build, cwd=LLAMA_SRC, check=True, timeout=3600)
     return bindir
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a process started with start_new_session=True, and its children."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
