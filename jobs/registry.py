@@ -63,11 +63,7 @@ class ModelConfig(BaseModel):
         None, description="Jinja2 chat template; None = the one inside the GGUF"
     )
     slots: int = Field(1, ge=1, le=256, description="Jobs one worker process decodes together")
-    flash_attn: bool = Field(
-        False,
-        description="llama.cpp flash attention: ~10% faster batched decode on CPU, but its rounding "
-        "depends on the KV size, so greedy output can differ from a single-sequence llama.cpp",
-    )
+    flash_attn: bool = Field(True, description="llama.cpp flash attention (faster batched decode)")
     fake_token_delay_s: float = Field(0.0, ge=0, description="fake engine only")
 
 

@@ -35,8 +35,9 @@ from worker.text import TextAssembler
 
 logger = logging.getLogger(__name__)
 
-#: A shared prefix shorter than this is evaluated again rather than copied (copying has a cost).
-MIN_SHARED_PREFIX = 16
+#: A shared prefix shorter than this is evaluated again rather than copied (a copy moves the
+#: donor's whole KV stream, a few ms).
+MIN_SHARED_PREFIX = 32
 #: llama-cpp-python's repeat-penalty window (Llama(last_n_tokens_size=64)); kept equal so that
 #: sampling matches its high-level API.
 PENALTY_LAST_N = 64
@@ -147,8 +148,10 @@ class BatchEngine:
         ctx_params.n_batch = self.n_batch
         ctx_params.n_ubatch = self.n_batch
         ctx_params.n_seq_max = self.slots
-        # One KV buffer for all sequences: a prefix copied to another sequence shares its cells.
-        ctx_params.kv_unified = True
+        # A KV stream per sequence (n_ctx each): faster than one unified buffer, and each
+        # sequence's attention sees the same KV layout as a single-sequence context would, so
+        # greedy output matches llama-cpp-python's even with flash attention.
+        ctx_params.kv_unified = False
         ctx_params.flash_attn_type = (
             llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
             if config.flash_attn
@@ -279,7 +282,9 @@ class BatchEngine:
             seq.wait_for = None
             seq.pending.extend(seq.prompt)
         elif donor.n_past >= n:
-            llama_cpp.llama_memory_seq_cp(self.memory, donor.slot, seq.slot, 0, n)
+            # Across KV streams llama.cpp copies whole sequences: copy, then drop the tail.
+            llama_cpp.llama_memory_seq_cp(self.memory, donor.slot, seq.slot, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self.memory, seq.slot, n, -1)
             seq.wait_for = None
             seq.n_past = n
             seq.pending.extend(seq.prompt[n:])

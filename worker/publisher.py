@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 #: emit answers (see jobs/lua/emit.lua).
 CANCEL, FENCED = 1, -1
-#: After the first pending event, wait this long for the rest of a decode step's events (the
-#: task threads hand them over one by one) so that one round trip carries them all.
+#: With several jobs streaming, wait this long after the first pending event for the rest of a
+#: decode step's events (the task threads hand them over one by one) so that one round trip
+#: carries them all. A lone job is flushed at once.
 LINGER_S = 0.003
 
 
@@ -58,11 +59,20 @@ class Publisher:
         self.store = store
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self.stats = {"flushes": 0, "events": 0}
+        self._open = 0  # streams of running attempts
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="tokenq-publisher", daemon=True)
         self._thread.start()
 
     def open(self, job: Job, fence: int, on_stop: Callable[[], None] | None = None) -> Stream:
+        with self._lock:
+            self._open += 1
         return Stream(job, fence, on_stop)
+
+    def close_stream(self, stream: Stream) -> None:
+        """The attempt handed over its last event (its final result goes through the store)."""
+        with self._lock:
+            self._open -= 1
 
     def send(self, stream: Stream, completion_tokens: int, events: list[tuple[str, str]]) -> None:
         with stream._cond:
@@ -79,7 +89,8 @@ class Publisher:
             if first is None:
                 return
             items = [first]
-            time.sleep(LINGER_S)
+            if self._open > 1:
+                time.sleep(LINGER_S)
             while True:  # take everything pending: it all goes in one round trip
                 try:
                     item = self._queue.get_nowait()

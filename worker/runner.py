@@ -18,8 +18,8 @@ from jobs.models import (
     Usage,
 )
 from jobs.store import WorkerStore
-from worker.engine import Chunk, Engine, GenerationRequest
-from worker.publisher import Publisher
+from worker.engine import Chunk, Engine, Generation, GenerationRequest
+from worker.publisher import Publisher, Stream
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +60,25 @@ class Runner:
 
     def _generate(self, job: Job, fence: int) -> JobStatus | None:
         spec = job.spec
+        generation = self.engine.submit(
+            GenerationRequest(prompt=spec.prompt, sampling=spec.sampling, chat=spec.chat)
+        )
+        stream = self.publisher.open(job, fence, on_stop=generation.cancel)
+        try:
+            return self._attempt(job, fence, generation, stream)
+        finally:
+            self.publisher.close_stream(stream)
+
+    def _attempt(
+        self, job: Job, fence: int, generation: Generation, stream: Stream
+    ) -> JobStatus | None:
+        spec = job.spec
         claimed_at = time.time()
         first_token_at: float | None = None
         parts: list[str] = []
         logprobs: list[TokenLogprob] | None = [] if spec.sampling.logprobs is not None else None
         last = Chunk("", 0, spec.prompt_tokens)
         cancelled = False
-        generation = self.engine.submit(
-            GenerationRequest(prompt=spec.prompt, sampling=spec.sampling, chat=spec.chat)
-        )
-        stream = self.publisher.open(job, fence, on_stop=generation.cancel)
         if spec.echo:
             parts.append(spec.prompt)
             self.publisher.send(stream, 0, [_token_event(spec.prompt, 0)])

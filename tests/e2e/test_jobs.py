@@ -85,7 +85,11 @@ def test_chat_messages_are_rendered_with_the_models_template(client: httpx.Clien
     settings = Settings(models_config=ROOT / "configs" / "models.yaml")
     model = Registry.load(settings.models_config).get("smollm2")
     llm = Llama(
-        str(model.gguf.resolve(settings.data_dir)), n_ctx=model.n_ctx, n_threads=2, verbose=False
+        str(model.gguf.resolve(settings.data_dir)),
+        n_ctx=model.n_ctx,
+        n_threads=2,
+        flash_attn=model.flash_attn,  # the same attention kernel, the same rounding
+        verbose=False,
     )
     expected = llm.create_chat_completion(messages, max_tokens=16, temperature=0)
     assert job["text"] == expected["choices"][0]["message"]["content"]
