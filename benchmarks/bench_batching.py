@@ -5,9 +5,12 @@ to peers that batch too. One run, one peer at a time (never two generating at on
 
 * throughput, 64 prompts x 64 tokens (temperature 0), default model and threads, 16 concurrent:
   (a) llama-cpp-python in-process, one after another; (b) llama-server -np 16, with our engine's
-  attention settings (flash attention as configured, unified KV: the headline) and with its
-  defaults; (c) the raw BatchEngine in-process; (d) tokenq end to end, 64 POST /v1/jobs + SSE
-  streams, first submit -> last `done`. Targets: (d) >= 1.1 x (b, matched), >= 2.5 x (a).
+  attention settings (flash attention as configured, a KV stream per sequence: the headline)
+  and with its defaults, each driven with and without streaming; (c) the raw BatchEngine
+  in-process; (d) tokenq end to end two ways: 64 POST /v1/jobs each followed over its own SSE
+  stream (peer: llama-server streaming), and one POST /v1/batches followed over the batch's SSE
+  with its results downloaded (peer: llama-server without streaming). Targets: (d) >= 1.1 x (b,
+  matched), >= 2.5 x (a).
 * generation rate at 16 sequences: the raw engine's decode rate while 16 sequences generate
   against llama-batched-bench's S_TG. Target: >= 90% (matched settings).
 * time to first token of one job on an idle system, median of 10: tokenq, paired with in-process
@@ -91,8 +94,8 @@ def cmdline(*parts: Any) -> list[str]:
 
 
 def matched_flags(model: ModelConfig) -> list[str]:
-    """Our engine's attention settings: flash attention as configured, one unified KV buffer."""
-    return ["-fa", "on" if model.flash_attn else "off", "-kvu"]
+    """Our engine's attention settings: flash attention as configured, a KV stream per sequence."""
+    return ["-fa", "on" if model.flash_attn else "off", "-no-kvu"]
 
 
 def batched_bench(bindir: Path, gguf: Path, model: ModelConfig, extra: list[str]) -> dict:
@@ -107,17 +110,29 @@ def batched_bench(bindir: Path, gguf: Path, model: ModelConfig, extra: list[str]
     return dict(zip(header, map(float, next(r for r in rows if r[0].isdigit())), strict=True))
 
 
-async def drive_server(base: str, prompts: list[str]) -> dict[str, float]:
-    """Every prompt as POST /completion, 16 at a time; tokens as the server counts them."""
+async def drive_server(base: str, prompts: list[str], stream: bool) -> dict[str, float]:
+    """Every prompt as POST /completion, 16 at a time; tokens as the server counts them.
+    With `stream`, every token comes back as an SSE event that the client parses (as tokenq's
+    per-job streams do); without, one response per prompt."""
     sem = asyncio.Semaphore(CONCURRENCY)
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(300, connect=5)) as client:
 
         async def one(prompt: str, n: int) -> int:
-            body = {"prompt": prompt, "n_predict": n, "temperature": 0, "cache_prompt": False}
+            body = {"prompt": prompt, "n_predict": n, "temperature": 0, "cache_prompt": False,
+                    "stream": stream}  # fmt: skip
             async with sem:
-                resp = await client.post("/completion", json=body)
-            resp.raise_for_status()
-            return int(resp.json()["tokens_predicted"])
+                if not stream:
+                    resp = await client.post("/completion", json=body)
+                    resp.raise_for_status()
+                    return int(resp.json()["tokens_predicted"])
+                async with client.stream("POST", "/completion", json=body) as resp:
+                    resp.raise_for_status()
+                    async for line in resp.aiter_lines():
+                        if line.startswith("data:"):
+                            chunk = json.loads(line[5:])
+                            if chunk.get("stop"):
+                                return int(chunk["tokens_predicted"])
+            raise RuntimeError("llama-server stream ended without its final chunk")
 
         await one(core.SHORT_PROMPT, 4)  # warm-up
         start = time.perf_counter()
@@ -128,7 +143,7 @@ async def drive_server(base: str, prompts: list[str]) -> dict[str, float]:
 
 
 def bench_server(bindir: Path, gguf: Path, model: ModelConfig, prompts: list[str], extra: list[str]) -> dict:  # fmt: skip
-    """(b) llama-server on loopback, 16 slots of n_ctx tokens each."""
+    """(b) llama-server on loopback, 16 slots of n_ctx tokens each: streamed and not."""
     port, threads = free_port(), model.threads or os.cpu_count()
     cmd = cmdline(bindir / "llama-server", "-m", gguf, "-t", threads, "-tb", threads,
                   "-np", CONCURRENCY, "-c", CONCURRENCY * model.n_ctx, "--no-webui",
@@ -139,7 +154,9 @@ def bench_server(bindir: Path, gguf: Path, model: ModelConfig, prompts: list[str
         base = f"http://127.0.0.1:{port}"
         ready = lambda: httpx.get(f"{base}/health").status_code == 200  # noqa: E731
         wait_until(ready, 120, "llama-server", proc)
-        return asyncio.run(drive_server(base, prompts))
+        figures = asyncio.run(drive_server(base, prompts, stream=False))
+        figures["stream"] = asyncio.run(drive_server(base, prompts, stream=True))
+        return figures
     finally:
         stop_process(proc)
 
@@ -291,6 +308,25 @@ def paired_ttft(llm: Any, client: httpx.Client) -> dict[str, float]:
                 overhead_max_ms=max(diffs))  # fmt: skip
 
 
+async def bench_tokenq_bulk(base: str, prompts: list[str]) -> dict[str, float]:
+    """(d, bulk) The jobs as one POST /v1/batches; the batch's SSE (one event per finished job)
+    until it is done; then its results JSONL. Tokens are still streamed into Redis per job."""
+    async with core.client_for(base) as client:
+        start = time.perf_counter()
+        jobs = [core.job_body(p, MAX_TOKENS) for p in prompts]
+        batch = (await client.post("/v1/batches", json={"jobs": jobs})).raise_for_status().json()
+        async with client.stream("GET", batch["events_url"]) as events:
+            async for line in events.aiter_lines():
+                if line.startswith("event: done"):
+                    break
+        results = (await client.get(batch["results_url"])).raise_for_status().text
+        wall = time.perf_counter() - start
+    tokens = sum(
+        json.loads(x)["response"]["usage"]["completion_tokens"] for x in results.splitlines()
+    )
+    return dict(completion_tokens=tokens, wall_s=wall, tokens_per_s=tokens / wall)
+
+
 def bench_stack(settings: Settings, model: ModelConfig, prompts: list[str], llm: Any, profile: bool) -> dict:  # fmt: skip
     """(d) and the TTFT pairs on a private stack; py-spy on the worker during (d) if asked."""
     with tempfile.TemporaryDirectory(prefix="tokenq-bench-") as tmp:
@@ -306,6 +342,9 @@ def bench_stack(settings: Settings, model: ModelConfig, prompts: list[str], llm:
             phase("tokenq", f"(d) tokenq: {N_JOBS} jobs over HTTP, one SSE stream each...")
             d = asyncio.run(core.bench_tokenq(base, prompts))
             print(f"    {d['completion_tokens']} tokens in {d['wall_s']:.1f}s")
+            phase("tokenq_bulk", f"(d) tokenq bulk: one batch of {N_JOBS}, batch SSE, results...")
+            d["bulk"] = asyncio.run(bench_tokenq_bulk(base, prompts))
+            print(f"    {d['bulk']['completion_tokens']} tokens in {d['bulk']['wall_s']:.1f}s")
             if spy is not None:
                 stop_process(spy, signal.SIGINT)  # py-spy writes its file on Ctrl-C
                 spy, d["profile"] = None, summarize_profile(PROFILE_PATH)
@@ -352,11 +391,15 @@ def get(figures: Any, *path: str) -> Any:
 def report(model: ModelConfig, f: dict[str, Any]) -> None:
     e2e, raw, rate = get(f, "tokenq", "tokens_per_s"), get(f, "engine", "tokens_per_s"), get(f, "engine", "rate16", "tokens_per_s")  # fmt: skip
     server, ttft, ettft = get(f, "server_matched", "tokens_per_s"), get(f, "tokenq", "ttft") or {}, get(f, "engine", "ttft") or {}  # fmt: skip
+    bulk, server_stream = get(f, "tokenq", "bulk", "tokens_per_s"), get(f, "server_matched", "stream", "tokens_per_s")  # fmt: skip
     rows = [  # measurement, ours, peer, its figure, target (None: for information), diff (TTFT)
-        ("tokenq e2e (tokens/s)", e2e, "llama-server, matched", server, E2E_VS_SERVER_TARGET, None),
-        ("", e2e, "llama-server, defaults", get(f, "server_default", "tokens_per_s"), None, None),
+        ("tokenq e2e, SSE per job (t/s)", e2e, "llama-server stream, matched", server_stream, E2E_VS_SERVER_TARGET, None),
+        ("", e2e, "llama-server, matched", server, None, None),
         ("", e2e, "in-process, sequential", get(f, "inprocess", "tokens_per_s"), E2E_VS_INPROCESS_TARGET, None),
         ("", e2e, "raw engine (queue cost)", raw, None, None),
+        ("tokenq e2e, bulk batch (t/s)", bulk, "llama-server, matched", server, E2E_VS_SERVER_TARGET, None),
+        ("", bulk, "llama-server, defaults", get(f, "server_default", "tokens_per_s"), None, None),
+        ("", bulk, "in-process, sequential", get(f, "inprocess", "tokens_per_s"), E2E_VS_INPROCESS_TARGET, None),
         ("raw engine (tokens/s)", raw, "llama-server, matched", server, None, None),
         ("raw engine gen rate at 16 (t/s)", rate, "batched-bench S_TG, matched", get(f, "bb_matched", "S_TG t/s"), GEN_RATE_TARGET, None),
         ("", rate, "batched-bench S_TG, defaults", get(f, "bb_default", "S_TG t/s"), None, None),
@@ -382,7 +425,7 @@ def report(model: ModelConfig, f: dict[str, Any]) -> None:
             result = "n/a" if ok is None else core.verdict(ok)
             f["verdicts"][f"{measurement} vs {peer_name}"] = ok
         print(line.format(name, num(ours), peer_name, num(peer), cmp, tgt, result).rstrip())
-    print("  ratio = ours / peer; TTFT: ours - peer (tokenq: median of paired differences). matched = our engine's attention settings (-fa as configured, -kvu)")  # fmt: skip
+    print("  ratio = ours / peer; TTFT: ours - peer (tokenq: median of paired differences). matched = our engine's attention settings (-fa as configured, -no-kvu); stream = the client reads every token as an SSE event")  # fmt: skip
     for label in ("on", "off"):
         p = get(f, "engine", "prefix", label) or {}
         print(f"  shared prefix {label}: prompt tokens evaluated {p.get('prompt_tokens_evaluated')}, shared {p.get('prompt_tokens_shared')}, last first token after {p.get('last_first_token_s', 0):.2f}s")  # fmt: skip
