@@ -144,6 +144,9 @@ async def bench_overhead(base: str, llm: Any) -> dict[str, Any]:
     waits_ms: list[float] = []
     async with client_for(base) as client:
         for i in range(OVERHEAD_RUNS + 1):
+            # Forget the last prompt's KV: llama-cpp-python would otherwise reuse it for the same
+            # prompt and skip the prompt evaluation that tokenq's worker does.
+            llm.reset()
             t0 = time.perf_counter()
             n_in = inprocess_tokens(llm, SHORT_PROMPT, SHORT_MAX_TOKENS)
             t1 = time.perf_counter()
