@@ -94,7 +94,8 @@ def test_many_sequences_decode_together_each_with_its_own_parameters(engine: Bat
     for i, chunks in enumerate(results[:4]):
         assert chunks[-1].finish_reason == FinishReason.LENGTH
         assert chunks[-1].completion_tokens == 8 + 4 * i
-    assert 0 < results[4][-1].completion_tokens <= 30  # sampled: it may end early
+    assert results[4][-1].completion_tokens <= 30  # sampled: it may end early
+    assert results[4][-1].finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
 
 
 def test_a_seed_makes_sampling_repeatable(engine: BatchEngine) -> None:
