@@ -112,6 +112,8 @@ class Stack:
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
         )
+        if out not in (None, subprocess.DEVNULL):
+            out.close()  # the child holds its own copy of the file descriptor
         self.procs.append((name, proc))
         return proc
 

@@ -254,7 +254,6 @@ class BatchEngine:
                 continue
             request = generation.request
             try:
-                sampler = build_sampler(self.model, request.sampling)
                 prompt = self.tokenize(request)
                 if len(prompt) + request.sampling.max_tokens > self.n_ctx_slot:
                     raise PromptTooLongError(
@@ -262,6 +261,7 @@ class BatchEngine:
                         f"{request.sampling.max_tokens}: more than the {self.n_ctx_slot} tokens "
                         "of context a slot has"
                     )
+                sampler = build_sampler(self.model, request.sampling)
             except Exception as exc:
                 generation.chunks.put(exc)
                 continue
