@@ -1,4 +1,5 @@
-"""tokenq's HTTP API: FastAPI app, routes, auth, error mapping, SSE/WebSocket streaming."""
+"""tokenq's HTTP API: the FastAPI app (app.py), the one way in (service.py), and one folder per
+API it speaks (native/, openai/, dify/, chatchat/, ws_chat/). docs/architecture.md has the map."""
 
 from api.app import create_app
 

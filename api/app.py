@@ -1,4 +1,8 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: the one JobService, middleware, error handlers, routers.
+
+This is the only module that reads or writes `app.state` besides api/deps.py, and the only one
+that imports router modules.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,17 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api import errors
+from api.chatchat.router import router as chatchat_router
+from api.dify.router import router as dify_router
 from api.limits import BodySizeLimit
-from api.routes import batches, chatchat, dify, files, health, jobs, openai, ws_chat
+from api.native.batches import router as batches_router
+from api.native.files import router as files_router
+from api.native.health import router as health_router
+from api.native.jobs import router as jobs_router
+from api.openai.router import router as openai_router
 from api.service import JobService
 from api.streaming import EventHub
+from api.ws_chat.router import router as ws_chat_router
 from jobs.queue import make_celery
 from jobs.registry import Registry
 from jobs.settings import Settings
@@ -31,12 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = EventHub(client)
         await hub.start()
         store = AsyncStore(client, settings.result_ttl_s)
-        celery = make_celery(settings)
-        app.state.store = store
-        app.state.hub = hub
-        app.state.service = JobService(settings, registry, templates, store, celery)
+        service = JobService(settings, registry, templates, store, make_celery(settings), hub)
         # Load the default model's tokenizer now, not on the first request.
-        app.state.service.tokenizer(registry.default)
+        service.tokenizer(registry.default)
+        app.state.service = service
         try:
             yield
         finally:
@@ -44,16 +53,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await client.aclose()
 
     app = FastAPI(title="tokenq", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.registry = registry
+    app.state.settings = settings  # authentication reads it (api/deps.py)
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.include_router(health.router)
-    app.include_router(jobs.router)
-    app.include_router(batches.router)
-    app.include_router(dify.router)
-    app.include_router(chatchat.router)
-    app.include_router(ws_chat.router)
-    app.include_router(openai.router)
-    app.include_router(files.router)
+    for router in (
+        health_router,
+        jobs_router,
+        batches_router,
+        dify_router,
+        chatchat_router,
+        ws_chat_router,
+        openai_router,
+        files_router,
+    ):
+        app.include_router(router)
     return app

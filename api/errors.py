@@ -1,21 +1,81 @@
-"""One mapping from exceptions to `{"error": {message, type, param, code}}` responses."""
+"""From exceptions to responses, in one place.
+
+Every error tokenq raises is a `jobs.errors.TokenqError` that carries its HTTP status (the tree is
+drawn in jobs/errors.py); here it becomes `{"error": {message, type, param, code}}`. Pydantic's
+validation errors, wherever they are caught, are described by the one `validation_message`.
+The Dify surface maps the same errors to Dify's shape (dify/router.py).
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobs.errors import TokenqError, TooManyJobsError
+from jobs.errors import InvalidRequestError, TokenqError, TooManyJobsError
 
 logger = logging.getLogger(__name__)
+
+#: The first item of a FastAPI error's `loc` says where the value was; the field path follows.
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def tokenq_error_body(exc: TokenqError) -> dict:
+    return error_body(exc.message, exc.type, exc.param, exc.code)
+
+
+def validation_message(errors: Sequence[Any], prefix: str = "") -> tuple[str, str | None]:
+    """(message, param) for pydantic's errors: the first one's `field.path: message`, and how
+    many more there are; `prefix` goes before the path (e.g. "body" for a batch line's body)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ())]
+    where = ".".join([prefix, *loc] if prefix else loc)
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    message = f"{where}: {message}" if where else message
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    return message, where or None
+
+
+def request_errors(exc: RequestValidationError) -> list[Any]:
+    """FastAPI's errors without the first item of each `loc` (body, query, path, ...): it says
+    where the value was, and the rest is the field path the client knows."""
+    return [
+        {**e, "loc": tuple(e["loc"][1:]) if e["loc"] and e["loc"][0] in _LOCATIONS else e["loc"]}
+        for e in exc.errors()
+    ]
+
+
+def invalid_request(errors: Sequence[Any], prefix: str = "", **kwargs: Any) -> InvalidRequestError:
+    """A 400 for pydantic's errors (OpenAI's status for invalid input)."""
+    message, param = validation_message(errors, prefix)
+    return InvalidRequestError(message, **{"param": param, **kwargs})
+
+
+class OpenAIRoute(APIRoute):
+    """Invalid input is 400 `invalid_request_error` on these routes, as OpenAI answers (not
+    FastAPI's 422)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise invalid_request(request_errors(exc)) from exc
+
+        return route
 
 
 def _tokenq_error(_: Request, exc: Exception) -> JSONResponse:
@@ -23,21 +83,14 @@ def _tokenq_error(_: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     if isinstance(exc, TooManyJobsError):
         headers = {"Retry-After": str(exc.retry_after_s)}
-    return JSONResponse(
-        error_body(exc.message, exc.type, exc.param, exc.code), exc.status_code, headers=headers
-    )
+    return JSONResponse(tokenq_error_body(exc), exc.status_code, headers=headers)
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    loc = [str(p) for p in first["loc"] if p != "body"]
-    message = f"{'.'.join(loc) + ': ' if loc else ''}{first['msg']}"
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more)"
+    message, param = validation_message(request_errors(exc))
     return JSONResponse(
-        error_body(message, "invalid_request_error", ".".join(loc) or None, "validation_error"), 422
+        error_body(message, "invalid_request_error", param, "validation_error"), 422
     )
 
 

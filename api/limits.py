@@ -6,11 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import error_body
-
-
-class BodyTooLarge(Exception):
-    pass
+from api.errors import tokenq_error_body
+from jobs.errors import BodyTooLargeError
 
 
 class BodySizeLimit:
@@ -33,23 +30,19 @@ class BodySizeLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise BodyTooLarge
+                raise self._too_large()
             return message
 
         try:
             await self.app(scope, counting_receive, send)
-        except BodyTooLarge:
+        except BodyTooLargeError:
             await self._reject(send)
 
+    def _too_large(self) -> BodyTooLargeError:
+        return BodyTooLargeError(f"request body over the limit of {self.max_bytes} bytes")
+
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            error_body(
-                f"request body over the limit of {self.max_bytes} bytes",
-                "invalid_request_error",
-                None,
-                "payload_too_large",
-            )
-        ).encode()
+        body = json.dumps(tokenq_error_body(self._too_large())).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -10,13 +10,23 @@ from jobs.models import (
     MAX_TOKENS_CAP,
     Batch,
     BatchStatus,
+    Grammar,
     Job,
     JobError,
     JobStatus,
+    MaxTokens,
+    MinP,
+    Penalty,
+    RepeatPenalty,
     RequestCounts,
     SamplingParams,
+    Seed,
+    Temperature,
     Timings,
     TokenLogprob,
+    TopK,
+    TopLogprobs,
+    TopP,
     Usage,
 )
 
@@ -45,27 +55,25 @@ class CreateJobRequest(BaseModel):
         None, description="Named prompt template (configs/templates.yaml)."
     )
     inputs: dict[str, str] | None = Field(None, description="Template variables.")
-    max_tokens: int = Field(128, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, ge=0.0, le=1.0)
-    top_k: int = Field(40, ge=0, le=1000)
-    min_p: float = Field(0.05, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(1.0, ge=0.0, le=2.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    stop: str | list[str] | None = Field(None, description="Up to 8 stop sequences.")
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    grammar: str | None = Field(
-        None, max_length=100_000, description="GBNF grammar the output must follow."
+    max_tokens: MaxTokens | None = Field(
+        128,
+        description=f"Tokens to generate; null: what the context leaves, up to {MAX_TOKENS_CAP}.",
     )
+    temperature: Temperature = 0.8
+    top_p: TopP = 0.95
+    top_k: TopK = 40
+    min_p: MinP = 0.05
+    repeat_penalty: RepeatPenalty = 1.0
+    seed: Seed | None = None
+    stop: str | list[str] | None = Field(None, description="Up to 8 stop sequences.")
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    grammar: Grammar | None = None
     json_schema: dict[str, Any] | None = Field(
         None, description="Constrain the output to JSON matching this schema ({} = any object)."
     )
-    logprobs: int | None = Field(
-        None,
-        ge=0,
-        le=20,
-        description="Report each token's log-probability and this many alternatives.",
+    logprobs: TopLogprobs | None = Field(
+        None, description="Report each token's log-probability and this many alternatives."
     )
     echo: bool = Field(False, description="Return the prompt before the generated text.")
     custom_id: str | None = Field(
@@ -93,10 +101,12 @@ class CreateJobRequest(BaseModel):
             raise ValueError("give either grammar or json_schema, not both")
         return self
 
-    def to_sampling_params(self) -> SamplingParams:
+    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+        """The sampling of this request; `max_tokens` as the service decided it (see
+        JobService.build_job: null becomes what the context leaves)."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(
-            max_tokens=self.max_tokens,
+            max_tokens=max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=self.top_k,
@@ -111,7 +121,7 @@ class CreateJobRequest(BaseModel):
         )
 
 
-class CreateBatchRequest(BaseModel):
+class CreateJobsBatchRequest(BaseModel):
     """Many jobs at once (a JSON body; JSONL uploads carry the jobs one per line instead)."""
 
     model_config = ConfigDict(extra="forbid")

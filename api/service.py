@@ -1,4 +1,5 @@
-"""The serving layer: turn validated requests into durable, enqueued jobs and batches."""
+"""The one way in: JobService turns validated requests into durable, enqueued jobs and batches,
+reads them back (owned by the caller), follows them as they run, and cancels them."""
 
 from __future__ import annotations
 
@@ -6,22 +7,36 @@ import asyncio
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from celery import Celery
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import invalid_request
 from api.protocol import CreateJobRequest
+from api.streaming import EventHub, Finished, JobUpdate, Restarted, TextDelta, follow
+from jobs import keys
 from jobs.errors import (
     ContextOverflowError,
     InvalidRequestError,
+    NotFoundError,
     PayloadTooLargeError,
     TokenqError,
     TooManyJobsError,
     UnavailableError,
 )
-from jobs.models import Batch, BatchLineError, BatchStatus, Job, JobSpec, JobStatus
+from jobs.events import Event, EventType
+from jobs.models import (
+    MAX_TOKENS_CAP,
+    Batch,
+    BatchLineError,
+    BatchStatus,
+    Job,
+    JobSpec,
+    JobStatus,
+    StoredFile,
+)
 from jobs.queue import enqueue
 from jobs.registry import Registry
 from jobs.settings import Settings
@@ -34,6 +49,8 @@ BatchItem = dict[str, object] | CreateJobRequest | BatchLineError
 
 #: At most this many line errors are copied into the `errors` of a batch that failed outright.
 MAX_BATCH_ERRORS = 100
+#: Jobs read per Redis round trip when a batch's jobs are read back (exports, cancel).
+BATCH_PAGE = 500
 
 
 def new_id(prefix: str) -> str:
@@ -41,6 +58,9 @@ def new_id(prefix: str) -> str:
 
 
 class JobService:
+    """The one way in: every route of every surface submits, reads, follows and cancels jobs
+    through this object (one per API process, built by app.create_app)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -48,13 +68,20 @@ class JobService:
         templates: PromptTemplates,
         store: AsyncStore,
         celery: Celery,
+        hub: EventHub,
     ):
         self.settings = settings
         self.registry = registry
         self.templates = templates
         self.store = store
         self.celery = celery
+        self.hub = hub
         self._tokenizers: dict[str, Tokenizer] = {}
+
+    @property
+    def stream_ping_s(self) -> float:
+        """Keep-alive interval of every stream (TOKENQ_STREAM_PING_S)."""
+        return self.settings.stream_ping_s
 
     def tokenizer(self, alias: str) -> Tokenizer:
         if alias not in self._tokenizers:
@@ -62,17 +89,25 @@ class JobService:
             self._tokenizers[alias] = load_tokenizer(model, self.settings.data_dir)
         return self._tokenizers[alias]
 
+    # --- submit ------------------------------------------------------------------------------
+
     def build_job(
         self,
         request: CreateJobRequest,
         tenant: str,
         *,
         default_model: str | None = None,
+        default_max_tokens: int = MAX_TOKENS_CAP,
         batch_id: str | None = None,
         index: int | None = None,
         expires_at: float | None = None,
     ) -> Job:
-        """Validate one request against its model (alias, template, context) into a Job."""
+        """Validate one request against its model (alias, template, context) into a Job.
+
+        The prompt is rendered and tokenized here, once. A request without max_tokens gets what
+        the model's context leaves after its prompt, up to `default_max_tokens` (each surface's
+        own default: OpenAI's 256, Chatchat's whole context).
+        """
         model = self.registry.get(request.model or default_model)
         tokenizer = self.tokenizer(model.alias)
         chat = request.messages is not None
@@ -86,16 +121,26 @@ class JobService:
         else:
             prompt = request.prompt or ""
         prompt_tokens = tokenizer.count(prompt, special=chat)
+        source = "messages" if chat else "prompt"
         if prompt_tokens == 0:
-            raise InvalidRequestError("the prompt is empty", param="prompt", code="empty_prompt")
-        if prompt_tokens + request.max_tokens > model.n_ctx:
+            raise InvalidRequestError("the prompt is empty", param=source, code="empty_prompt")
+        max_tokens = request.max_tokens
+        if max_tokens is None:
+            max_tokens = min(model.n_ctx - prompt_tokens, default_max_tokens)
+            if max_tokens < 1:
+                raise ContextOverflowError(
+                    f"the prompt is {prompt_tokens} tokens and fills model {model.alias!r}'s "
+                    f"context of {model.n_ctx} tokens",
+                    param=source,
+                )
+        elif prompt_tokens + max_tokens > model.n_ctx:
             raise ContextOverflowError(
-                f"the prompt is {prompt_tokens} tokens and max_tokens is {request.max_tokens}: "
-                f"{prompt_tokens + request.max_tokens} tokens exceed model {model.alias!r}'s "
+                f"the prompt is {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+                f"{prompt_tokens + max_tokens} tokens exceed model {model.alias!r}'s "
                 f"context of {model.n_ctx} tokens",
                 param="max_tokens",
             )
-        sampling = request.to_sampling_params()
+        sampling = request.to_sampling_params(max_tokens)
         if request.json_schema is not None:
             try:
                 grammar = json_schema_grammar(request.json_schema or None)
@@ -135,12 +180,23 @@ class JobService:
                 f"{self.settings.max_inflight}. Retry when some have finished."
             )
 
-    async def submit_job(self, request: CreateJobRequest, tenant: str) -> Job:
-        job = self.build_job(request, tenant)
-        await self.admit(tenant, 1)
-        await self.store.create([job])
-        await self.enqueue([job])
-        return job
+    async def submit(
+        self,
+        requests: Sequence[CreateJobRequest],
+        tenant: str,
+        *,
+        default_max_tokens: int = MAX_TOKENS_CAP,
+    ) -> list[Job]:
+        """Jobs that answer one request (OpenAI's n choices are several): all are validated
+        first (one bad request rejects them all), then written, then enqueued."""
+        jobs = [
+            self.build_job(request, tenant, default_max_tokens=default_max_tokens)
+            for request in requests
+        ]
+        await self.admit(tenant, len(jobs))
+        await self.store.create(jobs)
+        await self.enqueue(jobs)
+        return jobs
 
     async def submit_batch(
         self,
@@ -154,6 +210,7 @@ class JobService:
         endpoint: str = "/v1/jobs",
         input_file_id: str | None = None,
         fail_bad_items: bool = False,
+        default_max_tokens: int = MAX_TOKENS_CAP,
     ) -> Batch:
         """Validate every item first, then write, then enqueue.
 
@@ -183,7 +240,13 @@ class JobService:
             input_file_id=input_file_id,
         )
         jobs, line_errors = await run_in_threadpool(
-            self._build_batch_jobs, items, tenant, batch, item_label, fail_bad_items
+            self._build_batch_jobs,
+            items,
+            tenant,
+            batch,
+            item_label,
+            fail_bad_items,
+            default_max_tokens,
         )
         if fail_bad_items:
             batch = self._with_line_errors(batch, jobs, line_errors, model)
@@ -228,7 +291,8 @@ class JobService:
         tenant: str,
         batch: Batch,
         item_label: str,
-        fail_bad_items: bool = False,
+        fail_bad_items: bool,
+        default_max_tokens: int,
     ) -> tuple[list[Job], list[BatchLineError]]:
         jobs = []
         line_errors = []
@@ -236,7 +300,6 @@ class JobService:
             if isinstance(item, BatchLineError):
                 line_errors.append(item)
                 continue
-            label = item_label.format(i=i, line=i + 1)
             try:
                 request = (
                     item
@@ -248,30 +311,22 @@ class JobService:
                         request,
                         tenant,
                         default_model=batch.model,
+                        default_max_tokens=default_max_tokens,
                         batch_id=batch.id,
                         index=i,
                         expires_at=batch.expires_at,
                     )
                 )
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                error = InvalidRequestError(
-                    f"{label}: {where + ': ' if where else ''}{first['msg']}",
-                    param=label,
-                    code="invalid_job",
+            except (ValidationError, TokenqError) as exc:
+                error = (
+                    invalid_request(exc.errors(), code="invalid_job")
+                    if isinstance(exc, ValidationError)
+                    else exc
                 )
-                if not fail_bad_items:
-                    raise error from exc
-                line_errors.append(_line_error(i, item, error, where or None))
-            except TokenqError as exc:
                 if fail_bad_items:
-                    line_errors.append(_line_error(i, item, exc, exc.param))
+                    line_errors.append(_line_error(i, item, error))
                     continue
-                exc.message = f"{label}: {exc.message}"
-                exc.args = (exc.message,)
-                exc.param = label
-                raise
+                raise error.with_label(item_label.format(i=i, line=i + 1)) from exc
         return jobs, line_errors
 
     async def enqueue(self, jobs: list[Job]) -> None:
@@ -284,25 +339,98 @@ class JobService:
         except Exception as exc:  # the broker is Redis too; either way the job was not queued
             raise UnavailableError(f"could not enqueue: {exc}") from exc
 
+    # --- read and follow -------------------------------------------------------------------
+
+    async def owned_job(self, job_id: str, tenant: str) -> Job:
+        """The job if it exists and belongs to the caller; another tenant's job is 404 too."""
+        job = await self.store.get_job(job_id)
+        if job is None or job.tenant != tenant:
+            raise NotFoundError(f"no job {job_id!r}", param="job_id")
+        return job
+
+    async def owned_batch(self, batch_id: str, tenant: str) -> Batch:
+        batch = await self.store.get_batch(batch_id)
+        if batch is None or batch.tenant != tenant:
+            raise NotFoundError(f"no batch {batch_id!r}", param="batch_id")
+        return batch
+
+    async def owned_file(self, file_id: str, tenant: str, param: str = "file_id") -> StoredFile:
+        """The uploaded file if it exists and belongs to the caller; another tenant's is 404."""
+        record = await self.store.get_file(file_id)
+        if record is None or record.tenant != tenant:
+            raise NotFoundError(f"no file {file_id!r}", param=param)
+        return record
+
+    def job_events(self, job_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """The job's event log after `after_seq`, live, until its final event."""
+        return follow(
+            self.hub, self.store, keys.job_events(job_id), keys.job_channel(job_id), after_seq
+        )
+
+    def batch_events(self, batch_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """The batch's event log after `after_seq`, live, until its final event."""
+        return follow(
+            self.hub,
+            self.store,
+            keys.batch_events(batch_id),
+            keys.batch_channel(batch_id),
+            after_seq,
+        )
+
+    async def updates(self, job_id: str, after_seq: int = 0) -> AsyncIterator[JobUpdate]:
+        """A job's text as it grows, then its final record (resumable with after_seq)."""
+        async for event in self.job_events(job_id, after_seq):
+            if event.type == EventType.TOKEN:
+                data = event.data
+                yield TextDelta(job_id, data["text"], data["n"], data.get("logprobs"))
+            elif event.type == EventType.RESET:
+                yield Restarted(job_id, event.data["attempt"])
+            elif event.final:
+                job = await self.store.get_job(job_id)
+                if job is None:
+                    raise NotFoundError(f"job {job_id} expired while it was being read")
+                yield Finished(job)
+
+    async def wait(self, job_id: str) -> Job:
+        """The job's final record, once it has one."""
+        async for update in self.updates(job_id):
+            if isinstance(update, Finished):
+                return update.job
+        raise NotFoundError(f"job {job_id} ended without a final event")
+
+    async def batch_jobs(self, batch: Batch) -> AsyncIterator[list[Job]]:
+        """The batch's jobs in input order, a page at a time (expired records left out)."""
+        start = 0
+        while True:
+            ids = await self.store.batch_job_ids(batch.id, start, start + BATCH_PAGE - 1)
+            if not ids:
+                return
+            start += len(ids)
+            yield [job for job in await self.store.get_jobs(ids) if job is not None]
+
+    # --- cancel ------------------------------------------------------------------------------
+
+    async def cancel(self, job: Job) -> str:
+        """Queued: cancelled at once, never starts; running: stops at its next token. Returns
+        what happened: "cancelled", "cancelling", or the final status it already had."""
+        return await self.store.cancel(job)
+
     async def cancel_batch(self, batch: Batch) -> None:
         """Mark the batch cancelling and cancel every job (queued ones never start)."""
         await self.store.mark_batch(batch.id, BatchStatus.CANCELLING, "cancelling_at")
-        ids = await self.store.batch_job_ids(batch.id)
-        chunk = 500
-        for start in range(0, len(ids), chunk):
-            jobs = await self.store.get_jobs(ids[start : start + chunk])
-            await asyncio.gather(*(self.store.cancel(j) for j in jobs if j is not None))
+        async for jobs in self.batch_jobs(batch):
+            await asyncio.gather(*(self.store.cancel(job) for job in jobs))
 
 
-def _line_error(
-    index: int, item: BatchItem, error: TokenqError, param: str | None
-) -> BatchLineError:
-    custom_id = item.custom_id if isinstance(item, CreateJobRequest) else item.get("custom_id")
+def _line_error(index: int, item: BatchItem, error: TokenqError) -> BatchLineError:
+    custom_id = (
+        item.custom_id if isinstance(item, CreateJobRequest) else dict(item).get("custom_id")
+    )
     return BatchLineError(
         index=index,
         line=index + 1,
         custom_id=custom_id if isinstance(custom_id, str) else None,
         code=error.code or "invalid_request",
         message=error.message,
-        param=param,
+        param=error.param,
     )

@@ -1,7 +1,9 @@
 """Follow an event log live: replay from Redis Streams, then pub/sub, each event exactly once.
 
 One `EventHub` per API process holds one pub/sub connection for all streaming clients; each
-followed channel is subscribed once however many clients watch it.
+followed channel is subscribed once however many clients watch it. `follow()` yields a log's raw
+events (the native SSE and WebSocket routes send them as they are); the surfaces read a job as
+`JobUpdate`s instead (JobService.updates): its text as it grows, restarts, its final record.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
+from jobs import keys
 from jobs.events import Event
+from jobs.models import Job
 from jobs.store import AsyncStore
 
 logger = logging.getLogger(__name__)
@@ -22,6 +28,34 @@ logger = logging.getLogger(__name__)
 #: Per-client buffer of live events; a client that falls this far behind is refilled from the
 #: stream instead (nothing is lost, the stream is the source of truth).
 CLIENT_BUFFER = 4096
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text of a job (one generated token's worth, or the echoed prompt)."""
+
+    job_id: str
+    text: str
+    completion_tokens: int
+    logprobs: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """The job's worker was lost and a new attempt starts over: drop the text so far."""
+
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The job reached its final status; `job` is its record, result included."""
+
+    job: Job
+
+
+JobUpdate = TextDelta | Restarted | Finished
 
 
 class EventHub:
@@ -33,8 +67,7 @@ class EventHub:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        # A pub/sub connection with no subscription cannot be read; park it on a channel no one uses.
-        await self._pubsub.subscribe("tokenq:chan:_hub")
+        await self._pubsub.subscribe(keys.hub_parking_channel())
         self._reader = asyncio.create_task(self._read(), name="event-hub")
 
     async def close(self) -> None:
@@ -118,17 +151,17 @@ async def follow(
             if len(page) < 1000:
                 break
         while True:
-            event = await live.get()
-            if event is None or event.seq > last + 1:
+            live_event = await live.get()
+            if live_event is None or live_event.seq > last + 1:
                 for missed in await store.events_after(stream, last):
                     yield missed
                     last = missed.seq
                     if missed.final:
                         return
                 continue
-            if event.seq <= last:
+            if live_event.seq <= last:
                 continue
-            yield event
-            last = event.seq
-            if event.final:
+            yield live_event
+            last = live_event.seq
+            if live_event.final:
                 return

@@ -1,14 +1,26 @@
-"""tokenq's error tree; each error knows its HTTP status so the API maps them in one place.
+"""tokenq's errors: one tree, each class with the HTTP status the API answers it with.
 
-TokenqError
-├── NotFoundError          404  unknown id, or another tenant's
-│   └── UnknownModelError  404  with the list of known aliases
-├── ConflictError          409  e.g. cancelling a finished job
-├── InvalidRequestError    400  malformed input (bad JSONL line, ...)
-├── ContextOverflowError   422  prompt + max_tokens beyond the model's context
-├── PayloadTooLargeError   413  body or batch over its limit
-├── AuthenticationError    401  missing or unknown API key
-└── UnavailableError       503  Redis or the broker could not take the job
+The API maps every one in one place (api/errors.py); the worker records the class name of the
+error a job failed with (`JobError.type`). The whole tree:
+
+TokenqError                    500  server_error         the base
+├── InvalidRequestError        400  invalid_request      malformed input (bad JSONL line, ...)
+│   └── CompletionRequestError 400  completion_request_error  a generation failed (Dify's code)
+├── AuthenticationError        401  invalid_api_key      missing or unknown API key
+├── NotFoundError              404  not_found            unknown id, or another tenant's
+│   └── UnknownModelError      404  model_not_found      with the list of known aliases
+├── ConflictError              409  conflict             e.g. cancelling a finished job
+├── PayloadTooLargeError       413  payload_too_large    body or batch over its limit
+│   └── BodyTooLargeError      413  payload_too_large    a body that grew past the limit as read
+├── ContextOverflowError       422  context_length_exceeded  prompt + max_tokens beyond the context
+├── TooManyJobsError           429  too_many_jobs_in_flight  the tenant's in-flight limit
+├── GenerationFailedError      502  generation_failed    a job a request waited on failed
+├── UnavailableError           503  unavailable          Redis or the broker could not take it
+└── JobFailure                 500  (worker side)        why a job ended `failed`
+    ├── EngineError            500  engine_error         the engine's own errors
+    │   ├── PromptTooLongError 500  engine_error         (worker/engine.py) past the context
+    │   └── EngineClosedError  500  engine_error         (worker/batch_engine.py) shut down
+    └── JobTimeLimitError      500  job_time_limit       ran past TOKENQ_JOB_TIME_LIMIT_S
 """
 
 from __future__ import annotations
@@ -25,6 +37,31 @@ class TokenqError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+
+    def with_label(self, label: str) -> TokenqError:
+        """The same error about one item of many (a batch's line): `label: message`."""
+        self.message = f"{label}: {self.message}"
+        self.args = (self.message,)
+        self.param = label
+        return self
+
+
+class InvalidRequestError(TokenqError):
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class CompletionRequestError(InvalidRequestError):
+    """The generation failed: Dify's `completion_request_error` (Dify answers it with 400)."""
+
+    code = "completion_request_error"
+
+
+class AuthenticationError(TokenqError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
 
 
 class NotFoundError(TokenqError):
@@ -49,28 +86,20 @@ class ConflictError(TokenqError):
     code = "conflict"
 
 
-class InvalidRequestError(TokenqError):
-    status_code = 400
-    type = "invalid_request_error"
-    code = "invalid_request"
-
-
-class ContextOverflowError(TokenqError):
-    status_code = 422
-    type = "invalid_request_error"
-    code = "context_length_exceeded"
-
-
 class PayloadTooLargeError(TokenqError):
     status_code = 413
     type = "invalid_request_error"
     code = "payload_too_large"
 
 
-class AuthenticationError(TokenqError):
-    status_code = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
+class BodyTooLargeError(PayloadTooLargeError):
+    """Raised while a body is read (chunked, or longer than its Content-Length said)."""
+
+
+class ContextOverflowError(TokenqError):
+    status_code = 422
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
 
 
 class TooManyJobsError(TokenqError):
@@ -81,7 +110,31 @@ class TooManyJobsError(TokenqError):
     retry_after_s = 5
 
 
+class GenerationFailedError(TokenqError):
+    """A job the request waited on failed in its worker: the API is fine, its upstream was not."""
+
+    status_code = 502
+    type = "server_error"
+    code = "generation_failed"
+
+
 class UnavailableError(TokenqError):
     status_code = 503
     type = "server_error"
     code = "unavailable"
+
+
+class JobFailure(TokenqError):
+    """Why a job ended `failed` in its worker (never answered to a request directly)."""
+
+
+class EngineError(JobFailure):
+    """The engine's own errors (a job that fails with one ends `failed`)."""
+
+    code = "engine_error"
+
+
+class JobTimeLimitError(JobFailure):
+    """A job generated for longer than TOKENQ_JOB_TIME_LIMIT_S (it ends `failed`)."""
+
+    code = "job_time_limit"

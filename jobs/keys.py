@@ -2,9 +2,6 @@
 
 PREFIX = "tokenq"
 
-#: How long a finished job's record and event log are kept (7 days): long enough to download.
-RESULT_TTL_S = 7 * 24 * 3600
-
 
 def job(job_id: str) -> str:
     """Hash: the job record (request, status, stamps, result)."""
@@ -76,6 +73,7 @@ def model_queue(alias: str) -> str:
     return f"{PREFIX}.model.{alias}"
 
 
-def channel_prefix() -> str:
-    """Pattern prefix of every tokenq pub/sub channel."""
-    return f"{PREFIX}:chan:"
+def hub_parking_channel() -> str:
+    """Pub/sub channel no one publishes on: the API's event hub subscribes to it at start, since
+    a pub/sub connection with no subscription cannot be read."""
+    return f"{PREFIX}:chan:_hub"

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Upper bound on max_tokens for one job, whatever the model's context.
 MAX_TOKENS_CAP = 8192
+
+# --- Sampling bounds, defined once: SamplingParams and every API's request models use these. ---
+MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS_CAP)]
+Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
+TopP = Annotated[float, Field(ge=0.0, le=1.0)]
+TopK = Annotated[int, Field(ge=0, le=1000, description="llama.cpp top-k (0 = off).")]
+MinP = Annotated[float, Field(ge=0.0, le=1.0, description="llama.cpp min-p.")]
+RepeatPenalty = Annotated[float, Field(ge=0.0, le=2.0)]
+#: presence_penalty and frequency_penalty.
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+#: llama.cpp seeds are uint32.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Grammar = Annotated[str, Field(max_length=100_000, description="GBNF the output must follow.")]
+#: Alternatives reported per token with logprobs.
+TopLogprobs = Annotated[int, Field(ge=0, le=20)]
 
 
 class JobStatus(StrEnum):
@@ -50,18 +65,18 @@ class SamplingParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_tokens: int = Field(128, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float = Field(0.8, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, ge=0.0, le=1.0)
-    top_k: int = Field(40, ge=0, le=1000)
-    min_p: float = Field(0.05, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(1.0, ge=0.0, le=2.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    max_tokens: MaxTokens = 128
+    temperature: Temperature = 0.8
+    top_p: TopP = 0.95
+    top_k: TopK = 40
+    min_p: MinP = 0.05
+    repeat_penalty: RepeatPenalty = 1.0
+    seed: Seed | None = None
     stop: list[str] = Field(default_factory=list, max_length=8)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
     grammar: str | None = Field(None, description="GBNF grammar that constrains the output")
-    logprobs: int | None = Field(None, ge=0, le=20, description="top alternatives per token")
+    logprobs: TopLogprobs | None = Field(None, description="top alternatives per token")
 
 
 class JobSpec(BaseModel):
@@ -136,6 +151,15 @@ class Job(BaseModel):
     finished_at: float | None = None
     expires_at: float | None = None
     result: JobResult | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """Why a final job did not end normally, or None if it did: succeeded, or cancelled (a
+        stopped answer is the text generated until then, on every surface)."""
+        if self.status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED):
+            return None
+        error = self.result.error if self.result else None
+        return error.message if error else f"the job ended {self.status.value}"
 
     @classmethod
     def from_redis(cls, raw: dict[str, str]) -> Job:

@@ -71,7 +71,7 @@ def _decode(raw: dict[Any, Any]) -> dict[str, str]:
 class AsyncStore:
     """The API's view of Redis."""
 
-    def __init__(self, client: aioredis.Redis, result_ttl_s: int = keys.RESULT_TTL_S):
+    def __init__(self, client: aioredis.Redis, result_ttl_s: int):
         self.redis = client
         self.result_ttl_s = result_ttl_s
         self._scripts = {n: client.register_script(_script_source(n)) for n in SCRIPT_NAMES}
@@ -94,7 +94,7 @@ class AsyncStore:
             for job in jobs[start : start + WRITE_CHUNK]:
                 record = job.to_redis()
                 record["seq"] = "1"
-                pipe.hset(keys.job(job.id), mapping=record)
+                pipe.hset(keys.job(job.id), mapping=record)  # type: ignore[arg-type]
                 pipe.xadd(
                     keys.job_events(job.id),
                     {"e": initial_event(job.status, job.created_at)},
@@ -112,14 +112,18 @@ class AsyncStore:
             pipe = self.redis.pipeline(transaction=True)
             if line_errors:
                 errors_key = keys.batch_line_errors(batch.id)
-                pipe.hset(
-                    errors_key, mapping={str(e.index): e.model_dump_json() for e in line_errors}
-                )
+                lines: dict[str | bytes, str] = {
+                    str(e.index): e.model_dump_json() for e in line_errors
+                }
+                pipe.hset(errors_key, mapping=lines)  # type: ignore[arg-type]
                 pipe.expire(errors_key, line_errors_ttl_s or self.result_ttl_s)
-            pipe.hset(keys.batch(batch.id), mapping={**batch.to_redis(), "seq": "1"})
+            pipe.hset(
+                keys.batch(batch.id),
+                mapping={**batch.to_redis(), "seq": "1"},  # type: ignore[dict-item]
+            )
             pipe.xadd(
                 keys.batch_events(batch.id),
-                {"e": initial_event(batch.status, batch.created_at)},  # type: ignore[arg-type]
+                {"e": initial_event(batch.status, batch.created_at)},
                 id="1-0",
             )
             if batch.status == BatchStatus.FAILED:
@@ -171,14 +175,15 @@ class AsyncStore:
         index = keys.tenant_batches(tenant)
         start = 0
         if after is not None:
-            rank = await self.redis.zrevrank(index, after)
+            # redis-py types ZREVRANK for WITHSCORE too (a list); without it, an int or None.
+            rank: int | None = await self.redis.zrevrank(index, after)  # type: ignore[assignment]
             if rank is None:
                 return [], False
             start = rank + 1
         found: list[Batch] = []
         while len(found) <= limit:
-            ids = [
-                i.decode() if isinstance(i, bytes) else i
+            ids: list[str] = [
+                i.decode() if isinstance(i, bytes) else str(i)
                 for i in await self.redis.zrevrange(index, start, start + limit)
             ]
             if not ids:
@@ -200,7 +205,7 @@ class AsyncStore:
     async def put_file(self, record: StoredFile, content: bytes, ttl_s: int) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.file_content(record.id), content, ex=ttl_s)
-        pipe.hset(keys.file(record.id), mapping=record.to_redis())
+        pipe.hset(keys.file(record.id), mapping=record.to_redis())  # type: ignore[arg-type]
         pipe.expire(keys.file(record.id), ttl_s)
         await pipe.execute()
 
@@ -209,8 +214,8 @@ class AsyncStore:
         return StoredFile.from_redis(_decode(raw)) if raw else None
 
     async def get_file_content(self, file_id: str) -> bytes | None:
-        content: bytes | None = await self.redis.get(keys.file_content(file_id))
-        return content
+        content = await self.redis.get(keys.file_content(file_id))
+        return content.encode() if isinstance(content, str) else content
 
     async def get_jobs(self, job_ids: Iterable[str]) -> list[Job | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -231,7 +236,9 @@ class AsyncStore:
 
     async def events_after(self, stream: str, after_seq: int, count: int = 1000) -> list[Event]:
         """Events with seq > after_seq, oldest first (entry ids are `<seq>-0`)."""
-        entries = await self.redis.xrange(stream, min=f"({after_seq}-0", max="+", count=count)
+        entries: list[tuple[bytes, dict[bytes | str, bytes]]] = await self.redis.xrange(  # type: ignore[assignment]
+            stream, min=f"({after_seq}-0", max="+", count=count
+        )
         return [
             Event.parse(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries
         ]
@@ -279,7 +286,7 @@ class WorkerStore:
     @staticmethod
     def _emit_call(
         job: Job, fence: int, completion_tokens: int, events: list[tuple[str, str]]
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, Any]:
         args: list[Any] = [keys.job_channel(job.id), fence, completion_tokens]
         for etype, data in events:
             args += [etype, data]

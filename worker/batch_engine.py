@@ -26,11 +26,12 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals as internals
 
+from jobs.errors import EngineError
 from jobs.llama_log import route_llama_logs
 from jobs.models import FinishReason, SamplingParams, TokenLogprob
 from jobs.registry import ModelConfig
 from jobs.tokenizer import tokenize_prompt
-from worker.engine import Chunk, EngineError, GenerationRequest, PromptTooLongError
+from worker.engine import Chunk, GenerationRequest, PromptTooLongError
 from worker.text import TextAssembler
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """The engine interface: submit a job, receive its tokens, cancel it.
 
-The runner only talks to this interface, so a continuous-batching engine can replace the
-one-job-at-a-time one without touching the runner or the API.
+The runner only talks to this interface. Two engines implement it: worker/batch_engine.py, which
+decodes up to `slots` jobs at once in one llama.cpp context (continuous batching, with prompt
+prefixes shared between slots), and worker/fake_engine.py, a deterministic stand-in for tests.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from jobs.errors import EngineError
 from jobs.models import FinishReason, SamplingParams, TokenLogprob
 
 
@@ -44,10 +46,6 @@ class Engine(Protocol):
     def submit(self, request: GenerationRequest) -> Generation: ...
 
     def close(self) -> None: ...
-
-
-class EngineError(Exception):
-    """Base of the engine's own errors (a job that fails with one ends `failed`)."""
 
 
 class PromptTooLongError(EngineError):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from jobs.errors import EngineError
 from jobs.models import FinishReason
 from jobs.registry import ModelConfig
-from worker.engine import Chunk, EngineError, GenerationRequest
+from worker.engine import Chunk, GenerationRequest
 from worker.text import TextAssembler
 
 #: A prompt containing this makes the fake engine raise mid-generation (failure-path tests).

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 
+from jobs.errors import JobTimeLimitError
 from jobs.events import EventType
 from jobs.models import (
     FinishReason,
@@ -22,10 +23,6 @@ from worker.engine import Chunk, Engine, Generation, GenerationRequest
 from worker.publisher import Publisher, Stream
 
 logger = logging.getLogger(__name__)
-
-
-class JobTimeLimitError(Exception):
-    """A job generated for longer than TOKENQ_JOB_TIME_LIMIT_S (it ends `failed`)."""
 
 
 def _token_event(text: str, n: int, logprobs: tuple[TokenLogprob, ...] = ()) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from api.deps import ANONYMOUS, hash_key, tenant_for
+from api.auth import ANONYMOUS, hash_key, tenant_for
 from jobs.errors import AuthenticationError
 from jobs.settings import Settings
 

@@ -7,54 +7,43 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
 from sse_starlette import ServerSentEvent
 
-from api import dify_protocol as dify
-from api import jobflow
-from api.compat_protocol import failure
-from api.dify_protocol import CreateCompletionMessageRequest
-from api.routes.jobs import owned_job
+from api.dify import protocol as dify
+from api.dify.protocol import CreateCompletionMessageRequest
 from api.service import JobService
-from jobs.errors import NotFoundError, TokenqError
+from api.streaming import Restarted, TextDelta
+from jobs.errors import CompletionRequestError, NotFoundError, TokenqError
 from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
 
-class CompletionRequestError(TokenqError):
-    """The generation failed: Dify's `completion_request_error`."""
-
-    status_code = 400
-    type = "invalid_request_error"
-    code = "completion_request_error"
-
-
 async def create(service: JobService, body: CreateCompletionMessageRequest, tenant: str) -> Job:
-    [job] = await jobflow.submit(service, [body.to_job_request()], tenant)
+    [job] = await service.submit([body.to_job_request()], tenant)
     return job
 
 
-async def answer(app: FastAPI, job: Job) -> dict[str, Any]:
+async def answer(service: JobService, job: Job) -> dict[str, Any]:
     """The blocking response, once the job is final."""
-    final = await jobflow.wait(app, job.id)
-    if (why := failure(final)) is not None:
+    final = await service.wait(job.id)
+    if (why := final.failure) is not None:
         raise CompletionRequestError(why)
     return dify.blocking_response(final)
 
 
-async def stream(app: FastAPI, job: Job) -> AsyncIterator[ServerSentEvent]:
+async def stream(service: JobService, job: Job) -> AsyncIterator[ServerSentEvent]:
     """Dify's stream: `message` chunks, `message_replace` after a restart, then `message_end`
     (or `error`). Errors after the stream started go in-band."""
     try:
-        async for update in jobflow.updates(app, job.id):
-            if isinstance(update, jobflow.TextDelta):
+        async for update in service.updates(job.id):
+            if isinstance(update, TextDelta):
                 if update.text:
                     yield _data(dify.message_event(job, update.text))
-            elif isinstance(update, jobflow.Restarted):
+            elif isinstance(update, Restarted):
                 # The worker was lost and the job starts over: the text so far is void.
                 yield _data(dify.message_event(job, "", event="message_replace"))
-            elif (why := failure(update.job)) is None:
+            elif (why := update.job.failure) is None:
                 yield _data(dify.message_end_event(update.job))
             else:
                 # A failed generation, as Dify reports one.
@@ -70,10 +59,10 @@ async def stream(app: FastAPI, job: Job) -> AsyncIterator[ServerSentEvent]:
 
 async def stop(service: JobService, task_id: str, tenant: str, user: str) -> None:
     """Stop the task if it is the caller's and the `user`'s; a finished task stays as it is."""
-    job = await owned_job(service.store, task_id, tenant)
+    job = await service.owned_job(task_id, tenant)
     if job.custom_id != user:
         raise NotFoundError(f"no task {task_id!r} for user {user!r}", param="task_id")
-    await service.store.cancel(job)
+    await service.cancel(job)
 
 
 def ping() -> ServerSentEvent:

@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse
 
-from api import dify_protocol as dify
-from api import dify_serving
 from api.deps import Service, Tenant
-from api.dify_protocol import CreateCompletionMessageRequest, StopCompletionMessageRequest
+from api.dify import protocol as dify
+from api.dify import serving
+from api.dify.protocol import CreateCompletionMessageRequest, StopCompletionMessageRequest
 from jobs.errors import TokenqError
 
 logger = logging.getLogger(__name__)
@@ -53,18 +53,17 @@ router = APIRouter(prefix="/v1/completion-messages", tags=["dify"], route_class=
 
 @router.post("", response_model=None)
 async def create_completion_message(
-    body: CreateCompletionMessageRequest, request: Request, tenant: Tenant, service: Service
+    body: CreateCompletionMessageRequest, tenant: Tenant, service: Service
 ) -> dict[str, Any] | EventSourceResponse:
     """Blocking: the answer with usage. Streaming: Dify's SSE events (validation errors are
     still HTTP errors: nothing is queued until the request is valid)."""
-    job = await dify_serving.create(service, body, tenant)
+    job = await serving.create(service, body, tenant)
     if not body.streaming:
-        return await dify_serving.answer(request.app, job)
-    ping_s = min(request.app.state.settings.stream_ping_s, dify.DIFY_PING_S)
+        return await serving.answer(service, job)
     return EventSourceResponse(
-        dify_serving.stream(request.app, job),
-        ping=ping_s,
-        ping_message_factory=dify_serving.ping,
+        serving.stream(service, job),
+        ping=min(service.stream_ping_s, dify.DIFY_PING_S),
+        ping_message_factory=serving.ping,
         sep="\n",
     )
 
@@ -75,5 +74,5 @@ async def stop_completion_message(
 ) -> dict[str, str]:
     """Stop a running task (a queued one never starts). Another tenant's task, or another
     `user`'s, is 404; stopping a finished task changes nothing and succeeds, as in Dify."""
-    await dify_serving.stop(service, task_id, tenant, body.user)
+    await serving.stop(service, task_id, tenant, body.user)
     return {"result": "success"}

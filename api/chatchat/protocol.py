@@ -21,7 +21,7 @@ class ChatchatCompletionRequest(BaseModel):
     stream: bool = Field(False, description="Send the text as it is generated.")
     echo: bool = Field(False, description="Return the prompt before the generated text.")
     model_name: str | None = Field(None, description="Model alias; the default model if unset.")
-    temperature: float = Field(CHATCHAT_TEMPERATURE, ge=0.0, le=1.0)
+    temperature: float = Field(CHATCHAT_TEMPERATURE, ge=0.0, le=1.0)  # Chatchat's own bound
     max_tokens: int | None = Field(
         CHATCHAT_MAX_TOKENS,
         le=MAX_TOKENS_CAP,
@@ -29,7 +29,9 @@ class ChatchatCompletionRequest(BaseModel):
     )
     prompt_name: str = Field("default", description="Template in configs/templates.yaml.")
 
-    def to_job_request(self, max_tokens: int) -> CreateJobRequest:
+    def to_job_request(self) -> CreateJobRequest:
+        # Chatchat: None or <= 0 means no limit but the model's context (JobService decides).
+        max_tokens = self.max_tokens if self.max_tokens and self.max_tokens > 0 else None
         return CreateJobRequest(
             model=self.model_name,
             template=self.prompt_name,

@@ -1,6 +1,6 @@
 """OpenAI's Files and Batch API over tokenq's one batch resource.
 
-An uploaded JSONL file's lines become the items of a native batch (service.submit_batch): good
+An uploaded JSONL file's lines become the items of a native batch (JobService.submit_batch): good
 lines are jobs, bad lines failed requests of the batch. The output and error files are not stored:
 they are written from the batch's jobs on request, in input order, by the same conversions as
 /v1/completions and /v1/chat/completions.
@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.openai_protocol import (
+from api.errors import validation_message
+from api.openai.protocol import (
     CHAT_COMPLETIONS_URL,
     COMPLETIONS_URL,
     BatchRequestInput,
@@ -29,20 +30,17 @@ from api.openai_protocol import (
     CreateCompletionRequest,
     OpenAIFile,
 )
-from api.openai_responses import chat_completion_response, completion_response
-from api.openai_serving import chat_job_requests, completion_job_requests
+from api.openai.render import chat_completion_response, completion_response
+from api.openai.serving import DEFAULT_MAX_TOKENS, chat_job_requests, completion_job_requests
 from api.service import BatchItem, JobService
 from jobs.errors import InvalidRequestError, NotFoundError, TokenqError
 from jobs.models import Batch, BatchLineError, Job, JobStatus, StoredFile
-from jobs.store import AsyncStore
 
 #: The purposes a file may be uploaded for: tokenq keeps files for the Batch API only.
 UPLOAD_PURPOSES = ("batch",)
 #: A batch's output and error files are named after it (api.protocol.BatchResponse).
 OUTPUT_SUFFIX = "-output"
 ERRORS_SUFFIX = "-errors"
-#: Jobs read per Redis round trip when writing an output file.
-EXPORT_CHUNK = 500
 #: Messages of error-file lines for requests that never produced a result.
 CANCELLED_MESSAGE = "the batch was cancelled before this request finished"
 EXPIRED_MESSAGE = "the request could not be started before the batch's completion window ended"
@@ -82,18 +80,8 @@ def file_object(record: StoredFile) -> OpenAIFile:
         created_at=int(record.created_at),
         expires_at=int(record.expires_at) if record.expires_at else None,
         filename=record.filename,
-        purpose=record.purpose,  # type: ignore[arg-type]
+        purpose=record.purpose,
     )
-
-
-async def owned_file(
-    store: AsyncStore, file_id: str, tenant: str, param: str = "file_id"
-) -> StoredFile:
-    """The uploaded file if it exists and belongs to the caller; another tenant's is 404 too."""
-    record = await store.get_file(file_id)
-    if record is None or record.tenant != tenant:
-        raise NotFoundError(f"no file {file_id!r}", param=param)
-    return record
 
 
 def batch_file(file_id: str) -> tuple[str, bool] | None:
@@ -126,7 +114,7 @@ async def create_batch(
     service: JobService, request: CreateBatchRequest, tenant: str, batch_id: str | None = None
 ) -> Batch:
     """A batch from an uploaded file: every line validated, bad ones failed, the rest queued."""
-    record = await owned_file(service.store, request.input_file_id, tenant, "input_file_id")
+    record = await service.owned_file(request.input_file_id, tenant, "input_file_id")
     if record.purpose != "batch":
         raise InvalidRequestError(
             f"file {record.id} was uploaded for {record.purpose!r}, not 'batch'",
@@ -146,6 +134,7 @@ async def create_batch(
         endpoint=request.endpoint,
         input_file_id=record.id,
         fail_bad_items=True,
+        default_max_tokens=DEFAULT_MAX_TOKENS,
     )
 
 
@@ -185,7 +174,7 @@ def _parse_line(
     try:
         entry = BatchRequestInput.model_validate(raw)
     except ValidationError as exc:
-        message, param = _first_error(exc)
+        message, param = validation_message(exc.errors())
         return failed("invalid_request", message, param)
     if entry.url != endpoint:
         return failed(
@@ -195,18 +184,22 @@ def _parse_line(
         return failed("duplicate_custom_id", f"custom_id {entry.custom_id!r} repeats", "custom_id")
     seen.add(entry.custom_id)
     try:
+        body: CreateChatCompletionRequest | CreateCompletionRequest
         if endpoint == CHAT_COMPLETIONS_URL:
-            chat = CreateChatCompletionRequest.model_validate(entry.body)
-            choices = chat.n
-            requests = [] if choices != 1 else chat_job_requests(service, chat, entry.custom_id)
+            body = CreateChatCompletionRequest.model_validate(entry.body)
+            choices = body.n
         else:
-            legacy = CreateCompletionRequest.model_validate(entry.body)
-            choices = legacy.n * len(legacy.prompts)
-            requests = (
-                [] if choices != 1 else completion_job_requests(service, legacy, entry.custom_id)
-            )
+            body = CreateCompletionRequest.model_validate(entry.body)
+            choices = body.n * len(body.prompts)
+        service.registry.get(body.model)  # an unknown model is this line's error
+        if choices != 1:
+            requests = []
+        elif isinstance(body, CreateChatCompletionRequest):
+            requests = chat_job_requests(body, entry.custom_id)
+        else:
+            requests = completion_job_requests(body, entry.custom_id)
     except ValidationError as exc:
-        message, param = _first_error(exc, "body")
+        message, param = validation_message(exc.errors(), "body")
         return failed("invalid_request", message, param)
     except TokenqError as exc:
         param = f"body.{exc.param}" if exc.param else None
@@ -218,13 +211,6 @@ def _parse_line(
             "body.n",
         )
     return requests[0]
-
-
-def _first_error(exc: ValidationError, prefix: str = "") -> tuple[str, str | None]:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where + ': ' if where else ''}{message}", where or None
 
 
 # --- batch -> output and error files ---------------------------------------------------------
@@ -275,21 +261,16 @@ def line_error_line(batch: Batch, error: BatchLineError) -> BatchRequestOutput:
     )
 
 
-async def export_lines(store: AsyncStore, batch: Batch, errors: bool) -> AsyncIterator[bytes]:
+async def export_lines(service: JobService, batch: Batch, errors: bool) -> AsyncIterator[bytes]:
     """The output file (succeeded requests) or error file (the rest), in input order.
 
     Jobs still running are not in either yet.
     """
-    pending = deque(await store.batch_line_errors(batch.id) if errors else ())
-    start = 0
-    while True:
-        ids = await store.batch_job_ids(batch.id, start, start + EXPORT_CHUNK - 1)
-        if not ids:
-            break
-        start += len(ids)
+    pending = deque(await service.store.batch_line_errors(batch.id) if errors else ())
+    async for jobs in service.batch_jobs(batch):
         lines = []
-        for job in await store.get_jobs(ids):
-            if job is None or not job.status.terminal:
+        for job in jobs:
+            if not job.status.terminal:
                 continue
             while pending and pending[0].index < (job.index or 0):
                 lines.append(line_error_line(batch, pending.popleft()))

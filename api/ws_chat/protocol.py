@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from pydantic_core import PydanticCustomError
 
 from api.protocol import MAX_PROMPT_CHARS, ChatMessage, CreateJobRequest
-from jobs.models import MAX_TOKENS_CAP, Job
+from jobs.models import Job, MaxTokens, Seed, Temperature, TopP
 
 HistoryFormat = Literal["pairs", "messages"]
 
@@ -31,10 +31,10 @@ class ChatTurnRequest(BaseModel):
 
     # --- tokenq extensions ---
     model: str | None = Field(None, description="Model alias; the default model if unset.")
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    seed: Seed | None = None
 
     _messages: list[ChatMessage] = PrivateAttr(default_factory=list)
     _format: HistoryFormat = PrivateAttr("pairs")

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from api import openai_batches
 from api.deps import Service, Tenant
-from api.openai_protocol import OpenAIFile
-from api.routes.batches import export_results, owned_batch
-from api.routes.openai import OpenAIRoute
+from api.errors import OpenAIRoute
+from api.native.results import export_results
+from api.openai import batches as openai_batches
+from api.openai.protocol import OpenAIFile
 from api.service import JobService
 from jobs.errors import NotFoundError
 from jobs.models import Batch
@@ -42,8 +42,7 @@ async def retrieve_file(file_id: str, tenant: Tenant, service: Service) -> OpenA
         async for part in _batch_file_content(service, batch, named[1]):
             size += len(part)
         return openai_batches.batch_file_object(batch, named[1], size)
-    record = await openai_batches.owned_file(service.store, file_id, tenant)
-    return openai_batches.file_object(record)
+    return openai_batches.file_object(await service.owned_file(file_id, tenant))
 
 
 @router.get("/{file_id}/content")
@@ -53,7 +52,7 @@ async def file_content(file_id: str, tenant: Tenant, service: Service) -> Respon
         return StreamingResponse(
             _batch_file_content(service, batch, named[1]), media_type="application/jsonl"
         )
-    record = await openai_batches.owned_file(service.store, file_id, tenant)
+    record = await service.owned_file(file_id, tenant)
     content = await service.store.get_file_content(record.id)
     if content is None:
         raise NotFoundError(f"file {file_id} has expired", param="file_id")
@@ -62,7 +61,7 @@ async def file_content(file_id: str, tenant: Tenant, service: Service) -> Respon
 
 async def _owned_batch(service: JobService, batch_id: str, tenant: str, file_id: str) -> Batch:
     try:
-        return await owned_batch(service.store, batch_id, tenant)
+        return await service.owned_batch(batch_id, tenant)
     except NotFoundError:
         raise NotFoundError(f"no file {file_id!r}", param="file_id") from None
 
@@ -70,5 +69,5 @@ async def _owned_batch(service: JobService, batch_id: str, tenant: str, file_id:
 def _batch_file_content(service: JobService, batch: Batch, errors: bool) -> AsyncIterator[bytes]:
     """OpenAI's line formats for OpenAI batches; the native result lines for native ones."""
     if openai_batches.is_openai_batch(batch):
-        return openai_batches.export_lines(service.store, batch, errors)
-    return export_results(service.store, batch, errors)
+        return openai_batches.export_lines(service, batch, errors)
+    return export_results(service, batch, errors)

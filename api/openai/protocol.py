@@ -20,7 +20,17 @@ from pydantic import (
 )
 
 from api.protocol import MAX_PROMPT_CHARS, BatchResponse
-from jobs.models import MAX_TOKENS_CAP
+from jobs.models import (
+    Grammar,
+    MaxTokens,
+    MinP,
+    Penalty,
+    RepeatPenalty,
+    Temperature,
+    TopK,
+    TopLogprobs,
+    TopP,
+)
 
 #: Choices one request may ask for (n x prompts); OpenAI's own bound on n.
 MAX_CHOICES = 128
@@ -85,10 +95,10 @@ class ResponseFormat(_Request):
 class _SamplingExtensions(_Request):
     """tokenq extensions shared by completions and chat completions (llama.cpp's samplers)."""
 
-    top_k: int | None = Field(None, ge=0, le=1000, description="llama.cpp top-k (0 = off).")
-    min_p: float | None = Field(None, ge=0.0, le=1.0, description="llama.cpp min-p.")
-    repeat_penalty: float | None = Field(None, ge=0.0, le=2.0)
-    grammar: str | None = Field(None, max_length=100_000, description="GBNF the output follows.")
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    repeat_penalty: RepeatPenalty | None = None
+    grammar: Grammar | None = None
     keep_on_disconnect: bool = Field(
         False,
         description="Streaming: keep generating when the client disconnects (default: cancel).",
@@ -103,19 +113,19 @@ class CreateCompletionRequest(_SamplingExtensions):
     prompt: str | list[str] = Field(description="A prompt, or several (one choice each).")
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
     echo: bool = False
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: Penalty | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    max_tokens: MaxTokens | None = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: Penalty | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     suffix: str | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     user: str | None = None
     # --- tokenq extensions ---
     response_format: ResponseFormat | None = None
@@ -204,22 +214,22 @@ class ChatCompletionTool(_Request):
 class CreateChatCompletionRequest(_SamplingExtensions):
     messages: list[ChatCompletionRequestMessage] = Field(min_length=1, max_length=1000)
     model: str | None = Field(None, description="Model alias; the default model if unset.")
-    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: Penalty | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: bool = False
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP, description="Deprecated alias.")
+    max_completion_tokens: MaxTokens | None = None
+    max_tokens: MaxTokens | None = Field(None, description="Deprecated alias.")
     n: int = Field(1, ge=1, le=MAX_CHOICES)
-    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: Penalty | None = None
     response_format: ResponseFormat | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    temperature: Temperature | None = None
     tools: list[ChatCompletionTool] | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    top_logprobs: TopLogprobs | None = None
+    top_p: TopP | None = None
     user: str | None = None
 
     @model_validator(mode="after")

@@ -1,8 +1,8 @@
 """OpenAI-compatible completions: OpenAI requests -> native jobs -> OpenAI objects and chunks.
 
-A request becomes one `CreateJobRequest` per choice (n x prompts), submitted through api.jobflow:
-the same validation, records, queue and event log as /v1/jobs. What comes back is rendered by
-api.openai_responses, as the output lines of OpenAI batches are.
+A request becomes one `CreateJobRequest` per choice (n x prompts), submitted through the
+JobService: the same validation, records, queue and event log as /v1/jobs. What comes back is
+rendered by openai/render.py, as the output lines of OpenAI batches are.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from api import jobflow
-from api.openai_protocol import (
+from api.errors import invalid_request
+from api.openai.protocol import (
     MAX_CHOICES,
     ChatCompletionRequestMessage,
     CreateChatCompletionRequest,
     CreateCompletionRequest,
     ResponseFormat,
 )
-from api.openai_responses import (
+from api.openai.render import (
     ChoiceStream,
     OpenAIStreamingResponse,
     chat_completion_response,
@@ -36,7 +35,8 @@ from api.service import JobService
 from jobs.errors import ContextOverflowError, InvalidRequestError
 from jobs.models import Job
 
-#: max_tokens when a request gives none: enough for an answer, bounded by the model's context.
+#: max_tokens when a request gives none: enough for an answer, bounded by the model's context
+#: (JobService.build_job gives what the context leaves after the prompt, up to this).
 DEFAULT_MAX_TOKENS = 256
 #: Seeds are llama.cpp's uint32; OpenAI takes any integer.
 SEED_MODULUS = 2**32
@@ -46,49 +46,39 @@ SEED_MODULUS = 2**32
 
 
 def completion_job_requests(
-    service: JobService, request: CreateCompletionRequest, custom_id: str | None = None
+    request: CreateCompletionRequest, custom_id: str | None = None
 ) -> list[CreateJobRequest]:
     """One job per choice, prompt-major: choice index = prompt index * n + i (OpenAI's order)."""
-    model = service.registry.get(request.model).alias
     prompts = request.prompts
     _check_choices(len(prompts) * request.n)
     common = _sampling_fields(request)
-    jobs = []
-    for prompt in prompts:
-        max_tokens = request.max_tokens or _default_max_tokens(service, model, prompt=prompt)
-        for i in range(request.n):
-            jobs.append(
-                _job_request(
-                    model=model,
-                    prompt=prompt,
-                    max_tokens=max_tokens,
-                    seed=_choice_seed(request.seed, i),
-                    logprobs=request.logprobs,
-                    echo=request.echo,
-                    custom_id=custom_id,
-                    **common,
-                )
-            )
-    return jobs
+    return [
+        _job_request(
+            model=request.model,
+            prompt=prompt,
+            max_tokens=request.max_tokens,
+            seed=_choice_seed(request.seed, i),
+            logprobs=request.logprobs,
+            echo=request.echo,
+            custom_id=custom_id,
+            **common,
+        )
+        for prompt in prompts
+        for i in range(request.n)
+    ]
 
 
 def chat_job_requests(
-    service: JobService, request: CreateChatCompletionRequest, custom_id: str | None = None
+    request: CreateChatCompletionRequest, custom_id: str | None = None
 ) -> list[CreateJobRequest]:
-    model = service.registry.get(request.model).alias
     _check_choices(request.n)
     messages = chat_messages(request.messages)
-    max_tokens = (
-        request.max_completion_tokens
-        or request.max_tokens
-        or _default_max_tokens(service, model, messages=messages)
-    )
     common = _sampling_fields(request)
     return [
         _job_request(
-            model=model,
+            model=request.model,
             messages=messages,
-            max_tokens=max_tokens,
+            max_tokens=request.max_completion_tokens or request.max_tokens,
             seed=_choice_seed(request.seed, i),
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             custom_id=custom_id,
@@ -120,7 +110,7 @@ def chat_messages(messages: Sequence[ChatCompletionRequestMessage]) -> list[Chat
                 ChatMessage(role=roles.get(message.role, message.role), content=content or "")
             )
         except ValidationError as exc:
-            raise _invalid(exc, prefix=f"messages[{i}]") from exc
+            raise invalid_request(exc.errors(), prefix=f"messages[{i}]") from exc
     return out
 
 
@@ -163,65 +153,41 @@ def _choice_seed(seed: int | None, choice: int) -> int | None:
     return None if seed is None else (seed + choice) % SEED_MODULUS
 
 
-def _default_max_tokens(
-    service: JobService,
-    model: str,
-    *,
-    prompt: str | None = None,
-    messages: list[ChatMessage] | None = None,
-) -> int:
-    config = service.registry.get(model)
-    tokenizer = service.tokenizer(config.alias)
-    if messages is not None:
-        rendered = tokenizer.render_chat([m.model_dump() for m in messages])
-        used = tokenizer.count(rendered, special=True)
-    else:
-        used = tokenizer.count(prompt or "", special=False)
-    # A prompt that fills the context still gets 1, and then build_job's context error.
-    return max(1, min(DEFAULT_MAX_TOKENS, config.n_ctx - used))
-
-
 def _job_request(**fields: Any) -> CreateJobRequest:
     try:
         return CreateJobRequest(**fields)
     except ValidationError as exc:
-        raise _invalid(exc) from exc
-
-
-def _invalid(exc: ValidationError, prefix: str = "") -> InvalidRequestError:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    message = first["msg"].removeprefix("Value error, ")
-    return InvalidRequestError(f"{where + ': ' if where else ''}{message}", param=where or None)
-
-
-async def submit(service: JobService, requests: list[CreateJobRequest], tenant: str) -> list[Job]:
-    """jobflow.submit, with OpenAI's status for a context overflow (400, not 422)."""
-    try:
-        return await jobflow.submit(service, requests, tenant)
-    except ContextOverflowError as exc:
-        raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from exc
+        raise invalid_request(exc.errors()) from exc
 
 
 # --- serving ---------------------------------------------------------------------------------
 
 
+async def submit(service: JobService, requests: list[CreateJobRequest], tenant: str) -> list[Job]:
+    """The jobs of one request, with OpenAI's defaults and its status for a context overflow
+    (400, not 422)."""
+    try:
+        return await service.submit(requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS)
+    except ContextOverflowError as exc:
+        raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from exc
+
+
 async def serve_completion(
-    app: FastAPI, service: JobService, request: CreateCompletionRequest, tenant: str
+    service: JobService, request: CreateCompletionRequest, tenant: str
 ) -> Response:
-    jobs = await submit(service, completion_job_requests(service, request), tenant)
-    return await _respond(app, jobs, request, chat=False, n=request.n)
+    jobs = await submit(service, completion_job_requests(request), tenant)
+    return await _respond(service, jobs, request, chat=False, n=request.n)
 
 
 async def serve_chat_completion(
-    app: FastAPI, service: JobService, request: CreateChatCompletionRequest, tenant: str
+    service: JobService, request: CreateChatCompletionRequest, tenant: str
 ) -> Response:
-    jobs = await submit(service, chat_job_requests(service, request), tenant)
-    return await _respond(app, jobs, request, chat=True, n=request.n)
+    jobs = await submit(service, chat_job_requests(request), tenant)
+    return await _respond(service, jobs, request, chat=True, n=request.n)
 
 
 async def _respond(
-    app: FastAPI,
+    service: JobService,
     jobs: list[Job],
     request: CreateCompletionRequest | CreateChatCompletionRequest,
     *,
@@ -231,7 +197,7 @@ async def _respond(
     headers = job_headers(jobs)
     if request.stream:
         stream = ChoiceStream(
-            app,
+            service,
             jobs,
             chat=chat,
             include_usage=bool(request.stream_options and request.stream_options.include_usage),
@@ -239,7 +205,7 @@ async def _respond(
             n=n,
         )
         return OpenAIStreamingResponse(stream, headers=headers)
-    finished = await asyncio.gather(*(jobflow.wait(app, job.id) for job in jobs))
+    finished = await asyncio.gather(*(service.wait(job.id) for job in jobs))
     raise_for_failed(finished)
     render: Callable[..., Any] = chat_completion_response if chat else completion_response
     return JSONResponse(render(finished, n).model_dump(mode="json"), headers=headers)

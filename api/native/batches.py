@@ -4,7 +4,6 @@ list, export results, cancel."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -12,29 +11,20 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from api import openai_batches, openai_protocol
 from api.deps import Service, Tenant
-from api.openai_protocol import ListBatchesResponse
-from api.protocol import BatchResponse, CreateBatchRequest
-from api.routes._sse import sse_response
+from api.errors import validation_message
+from api.native.results import export_results
+from api.native.sse import last_event_id, sse_response
+from api.openai import batches as openai_batches
+from api.openai.protocol import CreateBatchRequest, ListBatchesResponse
+from api.protocol import BatchResponse, CreateJobsBatchRequest
 from api.service import new_id
-from jobs import keys
-from jobs.errors import ConflictError, InvalidRequestError, NotFoundError
-from jobs.models import Batch, BatchStatus, Job, JobStatus
-from jobs.store import AsyncStore
+from jobs.errors import ConflictError, InvalidRequestError
+from jobs.models import BatchStatus
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/jsonlines", "text/jsonl")
-#: Jobs read per Redis round trip when exporting results.
-EXPORT_CHUNK = 500
-
-
-async def owned_batch(store: AsyncStore, batch_id: str, tenant: str) -> Batch:
-    batch = await store.get_batch(batch_id)
-    if batch is None or batch.tenant != tenant:
-        raise NotFoundError(f"no batch {batch_id!r}", param="batch_id")
-    return batch
 
 
 def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
@@ -64,18 +54,13 @@ def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
 
 
 def _invalid_body(exc: ValidationError, code: str) -> InvalidRequestError:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return InvalidRequestError(f"{where}: {message}", param=where, code=code)
+    message, param = validation_message(exc.errors())
+    return InvalidRequestError(message, param=param, code=code)
 
 
 async def read_batch_body(
     request: Request,
-) -> (
-    tuple[list[dict[str, Any]], str | None, dict[str, str] | None, str]
-    | openai_protocol.CreateBatchRequest
-):
+) -> tuple[list[dict[str, Any]], str | None, dict[str, str] | None, str] | CreateBatchRequest:
     """(items, model, metadata, label) from a JSON array/object, a JSONL body or a multipart file;
     or OpenAI's batch request (a JSON object naming an uploaded `input_file_id`)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -105,11 +90,11 @@ async def read_batch_body(
         return payload, model, None, "jobs[{i}]"
     if isinstance(payload, dict) and "input_file_id" in payload:
         try:
-            return openai_protocol.CreateBatchRequest.model_validate(payload)
+            return CreateBatchRequest.model_validate(payload)
         except ValidationError as exc:
             raise _invalid_body(exc, "invalid_request") from exc
     try:
-        parsed = CreateBatchRequest.model_validate(payload)
+        parsed = CreateJobsBatchRequest.model_validate(payload)
     except ValidationError as exc:
         raise _invalid_body(exc, "invalid_batch") from exc
     return parsed.jobs, parsed.model or model, parsed.metadata, "jobs[{i}]"
@@ -133,11 +118,11 @@ async def create_batch(
         reserved = new_id("batch")
         existing = await service.store.claim_idempotency_key(tenant, idempotency_key, reserved)
         if existing is not None:
-            batch = await owned_batch(service.store, existing, tenant)
+            batch = await service.owned_batch(existing, tenant)
             return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
     batch_id = reserved if idempotency_key else None
     try:
-        if isinstance(body, openai_protocol.CreateBatchRequest):
+        if isinstance(body, CreateBatchRequest):
             batch = await openai_batches.create_batch(service, body, tenant, batch_id)
         else:
             items, model, metadata, label = body
@@ -148,7 +133,7 @@ async def create_batch(
         if idempotency_key:
             await service.store.release_idempotency_key(tenant, idempotency_key)
         raise
-    if isinstance(body, openai_protocol.CreateBatchRequest):
+    if isinstance(body, CreateBatchRequest):
         return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
     return BatchResponse.from_batch(batch)
 
@@ -172,64 +157,33 @@ async def list_batches(
 
 @router.get("/{batch_id}", response_model=BatchResponse)
 async def get_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchResponse:
-    return BatchResponse.from_batch(await owned_batch(service.store, batch_id, tenant))
+    return BatchResponse.from_batch(await service.owned_batch(batch_id, tenant))
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchResponse)
 async def cancel_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchResponse:
-    batch = await owned_batch(service.store, batch_id, tenant)
+    batch = await service.owned_batch(batch_id, tenant)
     if batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.VALIDATING):
         raise ConflictError(
             f"batch {batch_id} is {batch.status}; nothing to cancel", code="batch_finished"
         )
     await service.cancel_batch(batch)
-    return BatchResponse.from_batch(await owned_batch(service.store, batch_id, tenant))
-
-
-def _result_line(job: Job) -> dict[str, Any]:
-    result = job.result
-    return {
-        "id": job.id,
-        "custom_id": job.custom_id,
-        "status": job.status,
-        "response": None
-        if result is None or job.status == JobStatus.FAILED
-        else {
-            "text": result.text,
-            "finish_reason": result.finish_reason,
-            "usage": result.usage.model_dump() if result.usage else None,
-        },
-        "error": result.error.model_dump() if result and result.error else None,
-    }
-
-
-async def export_results(store: AsyncStore, batch: Batch, errors: bool) -> AsyncIterator[bytes]:
-    """Finished jobs in input order: succeeded ones (results) or the others (errors)."""
-    for start in range(0, batch.total, EXPORT_CHUNK):
-        ids = await store.batch_job_ids(batch.id, start, start + EXPORT_CHUNK - 1)
-        lines = []
-        for job in await store.get_jobs(ids):
-            if job is None or not job.status.terminal:
-                continue
-            if (job.status != JobStatus.SUCCEEDED) == errors:
-                lines.append(json.dumps(_result_line(job)) + "\n")
-        if lines:
-            yield "".join(lines).encode()
+    return BatchResponse.from_batch(await service.owned_batch(batch_id, tenant))
 
 
 @router.get("/{batch_id}/results")
 async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
-    batch = await owned_batch(service.store, batch_id, tenant)
+    batch = await service.owned_batch(batch_id, tenant)
     return StreamingResponse(
-        export_results(service.store, batch, errors=False), media_type="application/jsonl"
+        export_results(service, batch, errors=False), media_type="application/jsonl"
     )
 
 
 @router.get("/{batch_id}/errors")
 async def batch_errors(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
-    batch = await owned_batch(service.store, batch_id, tenant)
+    batch = await service.owned_batch(batch_id, tenant)
     return StreamingResponse(
-        export_results(service.store, batch, errors=True), media_type="application/jsonl"
+        export_results(service, batch, errors=True), media_type="application/jsonl"
     )
 
 
@@ -237,5 +191,6 @@ async def batch_errors(batch_id: str, tenant: Tenant, service: Service) -> Strea
 async def batch_events(
     batch_id: str, request: Request, tenant: Tenant, service: Service
 ) -> EventSourceResponse:
-    await owned_batch(service.store, batch_id, tenant)
-    return sse_response(request, keys.batch_events(batch_id), keys.batch_channel(batch_id))
+    await service.owned_batch(batch_id, tenant)
+    events = service.batch_events(batch_id, last_event_id(request))
+    return sse_response(events, service.stream_ping_s)

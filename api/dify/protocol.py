@@ -12,10 +12,10 @@ from typing import Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.compat_protocol import validation_message
+from api.errors import request_errors, validation_message
 from api.protocol import CreateJobRequest
 from jobs.errors import InvalidRequestError, TokenqError
-from jobs.models import MAX_TOKENS_CAP, Job
+from jobs.models import Job, MaxTokens, Seed, Temperature, TopP
 
 #: Dify's own stream sends `event: ping` every 10 s; ours is never slower than that.
 DIFY_PING_S = 10.0
@@ -42,10 +42,10 @@ class CreateCompletionMessageRequest(BaseModel):
     # --- tokenq extensions (Dify keeps these in the app's configuration) ---
     model: str | None = Field(None, description="Model alias; the default model if unset.")
     prompt_name: str = Field("default", description="Template in configs/templates.yaml.")
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    seed: Seed | None = None
     stop: list[str] | None = Field(None, max_length=8)
 
     @property
@@ -78,7 +78,8 @@ class CreateCompletionMessageRequest(BaseModel):
         try:
             return CreateJobRequest.model_validate(fields)
         except ValidationError as exc:
-            raise InvalidRequestError(validation_message(exc.errors())) from exc
+            message, param = validation_message(exc.errors())
+            raise InvalidRequestError(message, param=param) from exc
 
 
 class StopCompletionMessageRequest(BaseModel):
@@ -199,4 +200,4 @@ def dify_error(exc: TokenqError) -> tuple[int, str, str]:
 
 
 def request_validation_error(exc: RequestValidationError) -> tuple[int, str, str]:
-    return 400, "invalid_param", validation_message(list(exc.errors()))
+    return 400, "invalid_param", validation_message(request_errors(exc))[0]

@@ -11,10 +11,11 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from api import jobflow
-from api.compat_protocol import failure, validation_message
-from api.deps import get_ws_tenant
-from api.ws_chat_protocol import ChatTurnRequest, error_frame, final_frame, progress_frame
+from api.deps import WsService, ws_tenant
+from api.errors import validation_message
+from api.service import JobService
+from api.streaming import Restarted, TextDelta
+from api.ws_chat.protocol import ChatTurnRequest, error_frame, final_frame, progress_frame
 from jobs.errors import TokenqError
 from jobs.models import Job
 
@@ -24,15 +25,14 @@ router = APIRouter(tags=["ws-chat"])
 
 
 @router.websocket("/ws/chat")
-async def ws_chat(websocket: WebSocket) -> None:
+async def ws_chat(websocket: WebSocket, service: WsService) -> None:
     await websocket.accept()
     try:
-        tenant = get_ws_tenant(websocket)
+        tenant = ws_tenant(websocket)
     except TokenqError as exc:
         await websocket.send_json(error_frame(exc.status_code, exc.message, exc.code))
         await websocket.close(code=4000 + exc.status_code, reason=exc.message[:120])
         return
-    service = websocket.app.state.service
     try:
         while True:
             message = await websocket.receive()
@@ -43,31 +43,33 @@ async def ws_chat(websocket: WebSocket) -> None:
                 raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
             try:
                 turn = ChatTurnRequest.model_validate_json(raw)
-                [job] = await jobflow.submit(service, [turn.to_job_request()], tenant)
+                [job] = await service.submit([turn.to_job_request()], tenant)
             except ValidationError as exc:
-                frame = error_frame(400, validation_message(exc.errors()), "invalid_request")
+                frame = error_frame(400, validation_message(exc.errors())[0], "invalid_request")
                 await websocket.send_json(frame)
                 continue
             except TokenqError as exc:
                 await websocket.send_json(error_frame(exc.status_code, exc.message, exc.code))
                 continue
-            await _relay(websocket, turn, job)
+            await _relay(websocket, service, turn, job)
     except WebSocketDisconnect:
         # The job is durable and keeps running, as after any stream disconnect: its id was in
         # every frame, so /v1/jobs/{id} has the answer.
         return
 
 
-async def _relay(websocket: WebSocket, turn: ChatTurnRequest, job: Job) -> None:
+async def _relay(
+    websocket: WebSocket, service: JobService, turn: ChatTurnRequest, job: Job
+) -> None:
     """Frames of the text so far (202), then the final frame (200) or an error frame."""
     text = ""
     try:
-        async for update in jobflow.updates(websocket.app, job.id):
-            if isinstance(update, jobflow.TextDelta):
+        async for update in service.updates(job.id):
+            if isinstance(update, TextDelta):
                 if not update.text:
                     continue
                 text += update.text
-            elif isinstance(update, jobflow.Restarted):
+            elif isinstance(update, Restarted):
                 text = ""  # a new attempt starts over; the frame below says so
             else:
                 await websocket.send_json(_final(turn, update.job))
@@ -83,6 +85,6 @@ async def _relay(websocket: WebSocket, turn: ChatTurnRequest, job: Job) -> None:
 
 
 def _final(turn: ChatTurnRequest, job: Job) -> dict[str, object]:
-    if (why := failure(job)) is None:
+    if (why := job.failure) is None:
         return final_frame(turn, job)
     return {**error_frame(500, why, "job_failed"), "job_id": job.id}

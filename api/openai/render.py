@@ -13,14 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
-from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api import jobflow
 from api.errors import error_body
-from api.jobflow import Finished, JobUpdate, Restarted, TextDelta
-from api.openai_protocol import (
+from api.openai.protocol import (
     ChatCompletionChoice,
     ChatCompletionChoiceLogprobs,
     ChatCompletionResponseMessage,
@@ -35,7 +32,9 @@ from api.openai_protocol import (
     CreateCompletionResponse,
     TopLogprob,
 )
-from jobs.errors import TokenqError
+from api.service import JobService
+from api.streaming import Finished, JobUpdate, Restarted, TextDelta
+from jobs.errors import GenerationFailedError, TokenqError
 from jobs.models import FinishReason, Job, JobStatus, TokenLogprob
 
 logger = logging.getLogger(__name__)
@@ -43,14 +42,6 @@ logger = logging.getLogger(__name__)
 #: Response headers naming the jobs behind a response (poll, stream or cancel them natively).
 JOB_ID_HEADER = "X-Tokenq-Job-Id"
 JOB_IDS_HEADER = "X-Tokenq-Job-Ids"
-
-
-class GenerationFailedError(TokenqError):
-    """A job the request waited on failed in its worker: the API is fine, its upstream was not."""
-
-    status_code = 502
-    type = "server_error"
-    code = "generation_failed"
 
 
 # --- whole responses -------------------------------------------------------------------------
@@ -138,7 +129,7 @@ def completion_response(jobs: Sequence[Job], n: int = 1) -> CreateCompletionResp
             CompletionChoice(
                 index=index,
                 text=text,
-                finish_reason=finish_reason(job),  # type: ignore[arg-type]
+                finish_reason=finish_reason(job),
                 logprobs=completion_logprobs(logprobs, start) if logprobs is not None else None,
             )
         )
@@ -162,7 +153,7 @@ def chat_completion_response(jobs: Sequence[Job], n: int = 1) -> CreateChatCompl
                 message=ChatCompletionResponseMessage(
                     content=job.result.text if job.result else ""
                 ),
-                finish_reason=finish_reason(job),  # type: ignore[arg-type]
+                finish_reason=finish_reason(job),
                 logprobs=chat_logprobs(logprobs) if logprobs is not None else None,
             )
         )
@@ -192,7 +183,7 @@ class ChoiceStream:
 
     def __init__(
         self,
-        app: FastAPI,
+        service: JobService,
         jobs: list[Job],
         *,
         chat: bool,
@@ -200,7 +191,7 @@ class ChoiceStream:
         keep_on_disconnect: bool,
         n: int,
     ):
-        self.app = app
+        self.service = service
         self.jobs = jobs
         self.chat = chat
         self.include_usage = include_usage
@@ -264,10 +255,9 @@ class ChoiceStream:
         await asyncio.gather(*self._pumps, return_exceptions=True)
         if self.keep_on_disconnect:
             return
-        store = self.app.state.store
         for i, job in enumerate(self.jobs):
             if i not in self._finished:
-                outcome = await store.cancel(job)
+                outcome = await self.service.cancel(job)
                 logger.info("stream of job %s closed before its end: %s", job.id, outcome)
 
     async def _updates(self) -> AsyncIterator[JobUpdate | None]:
@@ -276,13 +266,13 @@ class ChoiceStream:
 
         async def pump(job: Job) -> None:
             try:
-                async for update in jobflow.updates(self.app, job.id):
+                async for update in self.service.updates(job.id):
                     await queue.put(update)
             except Exception as exc:  # handed to the reader, which ends the stream with it
                 await queue.put(exc)
 
         self._pumps = [asyncio.create_task(pump(job)) for job in self.jobs]
-        ping_s = self.app.state.settings.stream_ping_s
+        ping_s = self.service.stream_ping_s
         finished = 0
         while finished < len(self.jobs):
             try:
@@ -327,14 +317,14 @@ class ChoiceStream:
             choice = ChatCompletionStreamChoice(
                 index=i,
                 delta=content,
-                finish_reason=finish_reason,  # type: ignore[arg-type]
+                finish_reason=finish_reason,
                 logprobs=logprobs,
             )
         else:
             choice = CompletionChoice(
                 index=i,
                 text=content,
-                finish_reason=finish_reason,  # type: ignore[arg-type]
+                finish_reason=finish_reason,
                 logprobs=logprobs,
             )
         return self._frame(self._envelope([choice]))

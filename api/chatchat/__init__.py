@@ -1,0 +1,1 @@
+"""Langchain-Chatchat's /other/completion."""

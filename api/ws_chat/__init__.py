@@ -1,0 +1,1 @@
+"""WebSocket chat (/ws/chat) in the shape of ChatGLM's websocket API."""
