@@ -15,18 +15,12 @@ from jobs.models import (
     JobError,
     JobStatus,
     MaxTokens,
-    MinP,
-    Penalty,
-    RepeatPenalty,
     RequestCounts,
+    Samplers,
     SamplingParams,
-    Seed,
-    Temperature,
     Timings,
     TokenLogprob,
-    TopK,
     TopLogprobs,
-    TopP,
     Usage,
 )
 
@@ -41,7 +35,7 @@ class ChatMessage(BaseModel):
     content: str = Field(max_length=MAX_PROMPT_CHARS)
 
 
-class CreateJobRequest(BaseModel):
+class CreateJobRequest(Samplers):
     """One completion job: a prompt, chat messages, or a named template with inputs."""
 
     model_config = ConfigDict(extra="forbid")
@@ -59,15 +53,7 @@ class CreateJobRequest(BaseModel):
         128,
         description=f"Tokens to generate; null: what the context leaves, up to {MAX_TOKENS_CAP}.",
     )
-    temperature: Temperature = 0.8
-    top_p: TopP = 0.95
-    top_k: TopK = 40
-    min_p: MinP = 0.05
-    repeat_penalty: RepeatPenalty = 1.0
-    seed: Seed | None = None
     stop: str | list[str] | None = Field(None, description="Up to 8 stop sequences.")
-    presence_penalty: Penalty = 0.0
-    frequency_penalty: Penalty = 0.0
     grammar: Grammar | None = None
     json_schema: dict[str, Any] | None = Field(
         None, description="Constrain the output to JSON matching this schema ({} = any object)."
@@ -106,16 +92,9 @@ class CreateJobRequest(BaseModel):
         JobService.build_job: null becomes what the context leaves)."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(
+            **self.model_dump(include=set(Samplers.model_fields)),
             max_tokens=max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            seed=self.seed,
             stop=stop,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
             grammar=self.grammar,
             logprobs=self.logprobs,
         )

@@ -60,21 +60,27 @@ class BatchStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class SamplingParams(BaseModel):
-    """How to sample one job; llama.cpp's names and defaults."""
+class Samplers(BaseModel):
+    """llama.cpp's samplers, with its names and defaults: a job's SamplingParams and the native
+    request (api.protocol.CreateJobRequest) both have these."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_tokens: MaxTokens = 128
     temperature: Temperature = 0.8
     top_p: TopP = 0.95
     top_k: TopK = 40
     min_p: MinP = 0.05
     repeat_penalty: RepeatPenalty = 1.0
     seed: Seed | None = None
-    stop: list[str] = Field(default_factory=list, max_length=8)
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
+
+
+class SamplingParams(Samplers):
+    """How to sample one job."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: MaxTokens = 128
+    stop: list[str] = Field(default_factory=list, max_length=8)
     grammar: str | None = Field(None, description="GBNF grammar that constrains the output")
     logprobs: TopLogprobs | None = Field(None, description="top alternatives per token")
 
