@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobs.errors import InvalidRequestError, TokenqError, TooManyJobsError
+from jobs.errors import ContextOverflowError, InvalidRequestError, TokenqError, TooManyJobsError
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def invalid_request(errors: Sequence[Any], prefix: str = "", **kwargs: Any) -> I
 
 
 class OpenAIRoute(APIRoute):
-    """Invalid input is 400 `invalid_request_error` on these routes, as OpenAI answers (not
-    FastAPI's 422)."""
+    """Invalid input is 400 `invalid_request_error` on these routes, as OpenAI answers: FastAPI's
+    validation errors and context overflows (422 on the native routes) alike."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -74,6 +74,8 @@ class OpenAIRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 raise invalid_request(request_errors(exc)) from exc
+            except ContextOverflowError as exc:
+                raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from exc
 
         return route
 

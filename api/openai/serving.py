@@ -32,7 +32,7 @@ from api.openai.render import (
 )
 from api.protocol import ChatMessage, CreateJobRequest
 from api.service import JobService
-from jobs.errors import ContextOverflowError, InvalidRequestError
+from jobs.errors import InvalidRequestError
 from jobs.models import Job
 
 #: max_tokens when a request gives none: enough for an answer, bounded by the model's context
@@ -163,26 +163,19 @@ def _job_request(**fields: Any) -> CreateJobRequest:
 # --- serving ---------------------------------------------------------------------------------
 
 
-async def submit(service: JobService, requests: list[CreateJobRequest], tenant: str) -> list[Job]:
-    """The jobs of one request, with OpenAI's defaults and its status for a context overflow
-    (400, not 422)."""
-    try:
-        return await service.submit(requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS)
-    except ContextOverflowError as exc:
-        raise InvalidRequestError(exc.message, param=exc.param, code=exc.code) from exc
-
-
 async def serve_completion(
     service: JobService, request: CreateCompletionRequest, tenant: str
 ) -> Response:
-    jobs = await submit(service, completion_job_requests(request), tenant)
+    requests = completion_job_requests(request)
+    jobs = await service.submit(requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS)
     return await _respond(service, jobs, request, chat=False, n=request.n)
 
 
 async def serve_chat_completion(
     service: JobService, request: CreateChatCompletionRequest, tenant: str
 ) -> Response:
-    jobs = await submit(service, chat_job_requests(request), tenant)
+    requests = chat_job_requests(request)
+    jobs = await service.submit(requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS)
     return await _respond(service, jobs, request, chat=True, n=request.n)
 
 
