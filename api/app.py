@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.chatchat.router import router as chatchat_router
+from api.dify import protocol as dify_protocol
 from api.dify.router import router as dify_router
 from api.limits import BodySizeLimit
 from api.native.batches import router as batches_router
@@ -55,7 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="tokenq", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings  # authentication reads it (api/deps.py)
     errors.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        shapes={dify_router.prefix: dify_protocol.error_body_of},
+    )
     for router in (
         health_router,
         jobs_router,

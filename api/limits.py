@@ -1,19 +1,30 @@
-"""Request body size limit, enforced before the body is read (ASGI middleware)."""
+"""Request body size limit, enforced before the app reads the body (ASGI middleware).
+
+A body with a Content-Length over the limit is refused at once. One without (chunked) is read
+here first, up to the limit, and handed to the app afterwards: so an oversize body is a 413 on
+every route, whatever reads it (FastAPI turns errors raised while it reads a body into 400).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import tokenq_error_body
 from jobs.errors import BodyTooLargeError
 
+#: How a surface shapes an error body, by path prefix (tokenq's own shape elsewhere).
+ErrorShapes = Mapping[str, Callable[[BodyTooLargeError], dict[str, Any]]]
+
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, shapes: ErrorShapes | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.shapes = shapes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -21,8 +32,14 @@ class BodySizeLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
+        if length is None:
+            buffered = await self._read_chunked(receive)
+            if buffered is None:
+                await self._reject(scope, send)
+                return
+            receive = self._replay(buffered, receive)
         received = 0
 
         async def counting_receive() -> Message:
@@ -36,13 +53,41 @@ class BodySizeLimit:
         try:
             await self.app(scope, counting_receive, send)
         except BodyTooLargeError:
-            await self._reject(send)
+            await self._reject(scope, send)
+
+    async def _read_chunked(self, receive: Receive) -> list[Message] | None:
+        """The body's messages, or None once they pass the limit."""
+        messages: list[Message] = []
+        received = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client left: let the app see it
+                return messages
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return None
+            if not message.get("more_body", False):
+                return messages
+
+    @staticmethod
+    def _replay(messages: list[Message], receive: Receive) -> Receive:
+        pending = list(messages)
+
+        async def replay() -> Message:
+            return pending.pop(0) if pending else await receive()
+
+        return replay
 
     def _too_large(self) -> BodyTooLargeError:
         return BodyTooLargeError(f"request body over the limit of {self.max_bytes} bytes")
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(tokenq_error_body(self._too_large())).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        shape = next(
+            (f for prefix, f in self.shapes.items() if scope["path"].startswith(prefix)),
+            tokenq_error_body,
+        )
+        body = json.dumps(shape(self._too_large())).encode()
         await send(
             {
                 "type": "http.response.start",

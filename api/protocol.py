@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from jobs.errors import InvalidRequestError
 from jobs.models import (
     MAX_TOKENS_CAP,
     Batch,
@@ -26,6 +28,34 @@ from jobs.models import (
 
 #: Longest prompt text accepted (characters); the context check does the real bounding.
 MAX_PROMPT_CHARS = 1_000_000
+
+#: A batch's metadata, as OpenAI bounds it: up to 16 string pairs.
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16),
+]
+metadata_adapter: TypeAdapter[dict[str, str]] = TypeAdapter(Metadata)
+
+
+def load_json(data: bytes | str) -> Any:
+    """JSON as the API reads bodies and lines it parses itself: UTF-8 only, nested at most 200
+    deep, no lone surrogates (they cannot be stored). Raises ValueError naming line and column."""
+    return pydantic_core.from_json(data)
+
+
+def utf8_lines(data: bytes) -> list[str]:
+    """The lines of an uploaded text; 400 unless it is UTF-8."""
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError(
+            f"the upload is not UTF-8 text (byte {exc.start})", code="invalid_encoding"
+        ) from exc
+
+
+def line_json_error(exc: ValueError) -> str:
+    """load_json's message about one line: its column (the line number is the caller's)."""
+    return str(exc).replace("at line 1 column", "at column")
 
 
 class ChatMessage(BaseModel):
@@ -107,7 +137,7 @@ class CreateJobsBatchRequest(BaseModel):
 
     model: str | None = Field(None, description="Default model for jobs that name none.")
     jobs: list[dict[str, Any]] = Field(min_length=1)
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: Metadata | None = None
     completion_window: Literal["24h"] = "24h"
 
 

@@ -4,6 +4,7 @@ reads them back (owned by the caller), follows them as they run, and cancels the
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from collections import defaultdict
@@ -53,8 +54,19 @@ MAX_BATCH_ERRORS = 100
 BATCH_PAGE = 500
 
 
+#: The ids tokenq hands out: a prefix, then 24 hex digits (new_id; files: `file-<hex>`).
+_ID = re.compile(r"(job|batch)_[0-9a-f]{24}|file-[0-9a-f]{24}")
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether `value` has the form of an id tokenq gave out with this prefix. Anything else
+    names nothing and is answered 404 before any Redis lookup: a made-up id must never address
+    a neighbouring key (`job_x:events`), nor tell another tenant's ids from unknown ones."""
+    return _ID.fullmatch(value) is not None and value.startswith(prefix)
 
 
 class JobService:
@@ -343,22 +355,22 @@ class JobService:
 
     async def owned_job(self, job_id: str, tenant: str) -> Job:
         """The job if it exists and belongs to the caller; another tenant's job is 404 too."""
-        job = await self.store.get_job(job_id)
+        job = await self.store.get_job(job_id) if is_id(job_id, "job_") else None
         if job is None or job.tenant != tenant:
-            raise NotFoundError(f"no job {job_id!r}", param="job_id")
+            raise NotFoundError(f"no job {job_id[:100]!r}", param="job_id")
         return job
 
     async def owned_batch(self, batch_id: str, tenant: str) -> Batch:
-        batch = await self.store.get_batch(batch_id)
+        batch = await self.store.get_batch(batch_id) if is_id(batch_id, "batch_") else None
         if batch is None or batch.tenant != tenant:
-            raise NotFoundError(f"no batch {batch_id!r}", param="batch_id")
+            raise NotFoundError(f"no batch {batch_id[:100]!r}", param="batch_id")
         return batch
 
     async def owned_file(self, file_id: str, tenant: str, param: str = "file_id") -> StoredFile:
         """The uploaded file if it exists and belongs to the caller; another tenant's is 404."""
-        record = await self.store.get_file(file_id)
+        record = await self.store.get_file(file_id) if is_id(file_id, "file-") else None
         if record is None or record.tenant != tenant:
-            raise NotFoundError(f"no file {file_id!r}", param=param)
+            raise NotFoundError(f"no file {file_id[:100]!r}", param=param)
         return record
 
     def job_events(self, job_id: str, after_seq: int = 0) -> AsyncIterator[Event]:

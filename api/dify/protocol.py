@@ -199,5 +199,16 @@ def dify_error(exc: TokenqError) -> tuple[int, str, str]:
     return status, code, exc.message
 
 
+def error_body_of(exc: TokenqError) -> dict[str, Any]:
+    """A tokenq error as Dify's error body."""
+    return error_body(*dify_error(exc))
+
+
+def http_error(status: int, message: str) -> tuple[int, str, str]:
+    """(status, code, message) of an HTTP error raised by FastAPI itself, in Dify's terms."""
+    status, code = _BY_STATUS.get(status, (status, f"http_{status}"))
+    return status, code, message
+
+
 def request_validation_error(exc: RequestValidationError) -> tuple[int, str, str]:
     return 400, "invalid_param", validation_message(request_errors(exc))[0]

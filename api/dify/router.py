@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sse_starlette import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import Service, Tenant
 from api.dify import protocol as dify
@@ -41,6 +42,8 @@ class DifyRoute(APIRoute):
                 return _dify_error_response(*dify.request_validation_error(exc))
             except TokenqError as exc:
                 return _dify_error_response(*dify.dify_error(exc))
+            except StarletteHTTPException as exc:  # e.g. a body FastAPI could not parse
+                return _dify_error_response(*dify.http_error(exc.status_code, str(exc.detail)))
             except Exception:
                 logger.exception("unhandled error on %s", request.url.path)
                 return _dify_error_response(500, "internal_server_error", "Internal Server Error.")

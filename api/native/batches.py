@@ -3,7 +3,6 @@ list, export results, cancel."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -17,7 +16,14 @@ from api.native.results import export_results
 from api.native.sse import last_event_id, sse_response
 from api.openai import batches as openai_batches
 from api.openai.protocol import CreateBatchRequest, ListBatchesResponse
-from api.protocol import BatchResponse, CreateJobsBatchRequest
+from api.protocol import (
+    BatchResponse,
+    CreateJobsBatchRequest,
+    line_json_error,
+    load_json,
+    metadata_adapter,
+    utf8_lines,
+)
 from api.service import new_id
 from jobs.errors import ConflictError, InvalidRequestError
 from jobs.models import BatchStatus
@@ -30,14 +36,14 @@ JSONL_TYPES = ("application/jsonl", "application/x-ndjson", "application/jsonlin
 def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
     """One job per non-blank line; a malformed line is a 400 naming its number."""
     items = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(utf8_lines(data), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
+            item = load_json(line)
+        except ValueError as exc:
             raise InvalidRequestError(
-                f"line {number}: invalid JSON ({exc.msg} at column {exc.colno})",
+                f"line {number}: invalid JSON ({line_json_error(exc)})",
                 param=f"line {number}",
                 code="invalid_jsonl",
             ) from exc
@@ -51,6 +57,17 @@ def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
     if not items:
         raise InvalidRequestError("the JSONL upload has no jobs", code="empty_batch")
     return items
+
+
+def _form_metadata(raw: object) -> dict[str, str] | None:
+    """A multipart upload's `metadata` field: a JSON object of up to 16 string pairs."""
+    if not raw:
+        return None
+    try:
+        return metadata_adapter.validate_json(str(raw))
+    except ValidationError as exc:
+        message, _ = validation_message(exc.errors(), "metadata")
+        raise InvalidRequestError(message, param="metadata") from exc
 
 
 def _invalid_body(exc: ValidationError, code: str) -> InvalidRequestError:
@@ -70,7 +87,7 @@ async def read_batch_body(
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidRequestError("multipart upload needs a `file` field", param="file")
-        metadata = json.loads(str(form["metadata"])) if form.get("metadata") else None
+        metadata = _form_metadata(form.get("metadata"))
         return (
             parse_jsonl(await upload.read()),
             str(form.get("model") or model or "") or None,
@@ -81,9 +98,9 @@ async def read_batch_body(
     if content_type in JSONL_TYPES:
         return parse_jsonl(body), model, None, "line {line}"
     try:
-        payload = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequestError(f"invalid JSON body ({exc.msg})", code="invalid_json") from exc
+        payload = load_json(body)
+    except ValueError as exc:
+        raise InvalidRequestError(f"invalid JSON body ({exc})", code="invalid_json") from exc
     if isinstance(payload, list):
         if not payload or not all(isinstance(i, dict) for i in payload):
             raise InvalidRequestError("expected a non-empty array of job objects", param="jobs")

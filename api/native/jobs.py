@@ -38,11 +38,12 @@ async def job_websocket(websocket: WebSocket, job_id: str, service: WsService) -
     await websocket.accept()
     try:
         await service.owned_job(job_id, ws_tenant(websocket))
+        after_seq = last_event_id(websocket)
     except TokenqError as exc:
         # A close code is all a browser sees of a WebSocket error: 4000 + the HTTP status.
         await websocket.close(code=4000 + exc.status_code, reason=exc.message[:120])
         return
-    await websocket_stream(websocket, service.job_events(job_id, last_event_id(websocket)))
+    await websocket_stream(websocket, service.job_events(job_id, after_seq))
 
 
 @router.post("/{job_id}/cancel", response_model=JobResponse)

@@ -8,7 +8,6 @@ they are written from the batch's jobs on request, in input order, by the same c
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from api.openai.protocol import (
 )
 from api.openai.render import chat_completion_response, completion_response
 from api.openai.serving import DEFAULT_MAX_TOKENS, chat_job_requests, completion_job_requests
+from api.protocol import line_json_error, load_json, utf8_lines
 from api.service import BatchItem, JobService
 from jobs.errors import InvalidRequestError, NotFoundError, TokenqError
 from jobs.models import Batch, BatchLineError, Job, JobStatus, StoredFile
@@ -142,8 +142,7 @@ def parse_batch_input(service: JobService, content: bytes, endpoint: str) -> lis
     """One item per non-blank line: a job request, or the reason the line cannot be one."""
     items: list[BatchItem] = []
     seen: set[str] = set()
-    text = content.decode("utf-8", errors="replace")
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(utf8_lines(content), start=1):
         if line.strip():
             items.append(_parse_line(service, line, number, len(items), endpoint, seen))
     return items
@@ -165,9 +164,9 @@ def _parse_line(
         )
 
     try:
-        raw = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return failed("invalid_json", f"invalid JSON ({exc.msg} at column {exc.colno})")
+        raw = load_json(line)
+    except ValueError as exc:
+        return failed("invalid_json", f"invalid JSON ({line_json_error(exc)})")
     if not isinstance(raw, dict):
         return failed("invalid_json", "expected a JSON object")
     custom_id = raw.get("custom_id") if isinstance(raw.get("custom_id"), str) else None

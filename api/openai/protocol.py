@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.protocol import MAX_PROMPT_CHARS, BatchResponse
+from api.protocol import MAX_PROMPT_CHARS, BatchResponse, Metadata
 from jobs.models import (
     Grammar,
     MaxTokens,
@@ -333,7 +333,7 @@ class CreateBatchRequest(_Request):
     input_file_id: str = Field(max_length=256)
     endpoint: BatchEndpoint
     completion_window: Literal["24h"]
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: Metadata | None = None
 
 
 class BatchRequestInput(BaseModel):

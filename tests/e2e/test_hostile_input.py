@@ -1,0 +1,202 @@
+"""Hostile or broken input that used to answer 500: now a 4xx in the surface's error shape, the
+API still up, and nothing half-made in Redis. (A first part of the hostile-input issue.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import MAX_BODY_BYTES, submit, wait_job
+
+JSONL = {"Content-Type": "application/jsonl"}
+
+
+def _error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+@pytest.fixture
+def batch_keys(redis_client: redis.Redis) -> Iterator[None]:
+    """Asserts that the test left no batch behind (none of its bodies may half-create one)."""
+    before = set(redis_client.scan_iter("tokenq:batch:*"))
+    yield
+    assert set(redis_client.scan_iter("tokenq:batch:*")) == before
+
+
+@pytest.fixture(scope="module")
+def finished_job(base_url: str) -> dict:
+    from tests.conftest import ALICE_KEY
+
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {ALICE_KEY}"}) as c:
+        job = submit(c, model="fake", prompt="one two", max_tokens=2)
+        return wait_job(c, job["id"])
+
+
+def test_ids_that_address_other_keys_are_404(client: httpx.Client, finished_job: dict) -> None:
+    # `<id>:events` names the job's event stream in Redis: it must not be read as a job.
+    job_id = finished_job["id"]
+    for path in (
+        f"/v1/jobs/{job_id}:events",
+        f"/v1/jobs/{job_id}:events/events",
+        f"/v1/jobs/{job_id}:events/cancel",
+    ):
+        method = client.post if path.endswith("cancel") else client.get
+        assert _error(method(path), 404)["code"] == "not_found"
+    batch = client.post("/v1/batches", json={"model": "fake", "jobs": [{"prompt": "a"}]}).json()
+    assert _error(client.get(f"/v1/batches/{batch['id']}:jobs"), 404)["code"] == "not_found"
+    assert _error(client.get(f"/v1/files/{batch['id']}:jobs-output"), 404)
+    upload = client.post(
+        "/v1/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": "batch"}
+    ).json()
+    assert _error(client.get(f"/v1/files/{upload['id']}:content"), 404)
+    assert client.get(f"/v1/files/{upload['id']}/content").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["²", "1" * 5000, "-1", "1e3", "12 3"])
+def test_last_event_id_takes_decimal_digits_only(
+    client: httpx.Client, finished_job: dict, value: str
+) -> None:
+    path = f"/v1/jobs/{finished_job['id']}/events"
+    error = _error(client.get(path, headers={"Last-Event-ID": value.encode()}), 400)
+    assert error["code"] == "invalid_last_event_id"
+    assert _error(client.get(path, params={"last_event_id": value}), 400)
+
+
+def test_a_valid_last_event_id_still_resumes(client: httpx.Client, finished_job: dict) -> None:
+    path = f"/v1/jobs/{finished_job['id']}/events"
+    with client.stream("GET", path, headers={"Last-Event-ID": "2"}) as response:
+        assert response.status_code == 200
+        ids = [line[3:].strip() for line in response.iter_lines() if line.startswith("id:")]
+    assert ids and int(ids[0]) == 3
+
+
+@pytest.mark.usefixtures("batch_keys")
+@pytest.mark.parametrize(
+    ("content", "headers", "code"),
+    [
+        (b'[{"prompt": "\xff\xfe"}]', {"Content-Type": "application/json"}, "invalid_json"),
+        (b"[" * 100_000, {"Content-Type": "application/json"}, "invalid_json"),
+        (
+            b'{"jobs": [{"prompt": "\\ud800"}]}',
+            {"Content-Type": "application/json"},
+            "invalid_json",
+        ),
+        (b'{"prompt": "a"}\n{"prompt": "\xff"}\n', JSONL, "invalid_encoding"),
+        (b'{"prompt": "a"}\n' + b"[" * 100_000 + b"\n", JSONL, "invalid_jsonl"),
+        (b'{"prompt": "a", "custom_id": "\\udc00"}\n', JSONL, "invalid_jsonl"),
+    ],
+)
+def test_undecodable_batch_bodies_are_400(
+    client: httpx.Client, content: bytes, headers: dict[str, str], code: str
+) -> None:
+    error = _error(client.post("/v1/batches?model=fake", content=content, headers=headers), 400)
+    assert error["code"] == code
+
+
+@pytest.mark.usefixtures("batch_keys")
+@pytest.mark.parametrize(
+    "metadata", ["not json", "[1, 2]", '{"a": 1}', json.dumps({str(i): "v" for i in range(17)})]
+)
+def test_multipart_metadata_must_be_an_object_of_strings(
+    client: httpx.Client, metadata: str
+) -> None:
+    response = client.post(
+        "/v1/batches",
+        files={"file": ("jobs.jsonl", b'{"prompt": "a"}\n')},
+        data={"model": "fake", "metadata": metadata},
+    )
+    assert _error(response, 400)["param"].startswith("metadata")
+
+
+def test_openai_input_file_lines_that_cannot_be_stored_fail_alone(client: httpx.Client) -> None:
+    good = {"custom_id": "ok", "method": "POST", "url": "/v1/completions"}
+    good["body"] = {"model": "fake", "prompt": "a", "max_tokens": 1}  # type: ignore[assignment]
+    lines = [
+        json.dumps(good).encode(),
+        b'{"custom_id": "\\ud800", "method": "POST", "url": "/v1/completions", "body": {}}',
+        b"[" * 100_000,
+    ]
+    upload = client.post(
+        "/v1/files", files={"file": ("in.jsonl", b"\n".join(lines))}, data={"purpose": "batch"}
+    ).json()
+    batch = client.post(
+        "/v1/batches",
+        json={
+            "input_file_id": upload["id"],
+            "endpoint": "/v1/completions",
+            "completion_window": "24h",
+        },
+    )
+    assert batch.status_code == 200, batch.text
+    counts = batch.json()["request_counts"]
+    assert (counts["total"], counts["failed"]) == (3, 2), counts
+
+
+@pytest.mark.usefixtures("batch_keys")
+def test_an_input_file_that_is_not_utf8_is_400(client: httpx.Client) -> None:
+    upload = client.post(
+        "/v1/files", files={"file": ("in.jsonl", b'{"a": "\xff"}\n')}, data={"purpose": "batch"}
+    ).json()
+    response = client.post(
+        "/v1/batches",
+        json={
+            "input_file_id": upload["id"],
+            "endpoint": "/v1/completions",
+            "completion_window": "24h",
+        },
+    )
+    assert _error(response, 400)["code"] == "invalid_encoding"
+
+
+def _chunks(total: int) -> Iterator[bytes]:
+    sent = 0
+    yield b'{"prompt": "'
+    while sent < total:
+        yield b"x" * 65536
+        sent += 65536
+    yield b'"}'
+
+
+def test_a_chunked_body_over_the_limit_is_413_on_every_surface(client: httpx.Client) -> None:
+    for path in ("/v1/jobs", "/v1/batches", "/v1/chat/completions"):
+        response = client.post(
+            path, content=_chunks(MAX_BODY_BYTES + 1), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in response.request.headers  # it really was chunked
+        assert _error(response, 413)["code"] == "payload_too_large"
+    dify = client.post(
+        "/v1/completion-messages",
+        content=_chunks(MAX_BODY_BYTES + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert dify.status_code == 413 and dify.json()["code"] == "payload_too_large", dify.text
+    # Under the limit, a chunked body is read as usual.
+    small = client.post(
+        "/v1/jobs",
+        content=iter([b'{"model": "fake", ', b'"prompt": "a", "max_tokens": 1}']),
+        headers={"Content-Type": "application/json"},
+    )
+    assert small.status_code == 202, small.text
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"query": "\xff", "user": "u"}', b"[" * 100_000, b'{"query": "hi", "user": 5']
+)
+def test_malformed_dify_bodies_are_400_in_difys_shape(client: httpx.Client, content: bytes) -> None:
+    response = client.post(
+        "/v1/completion-messages", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"code", "message", "status"}
+    assert response.json()["code"] == "invalid_param"
+
+
+def test_the_api_is_still_up(client: httpx.Client) -> None:
+    assert client.get("/healthz").status_code == 200
