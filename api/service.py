@@ -184,9 +184,10 @@ class JobService:
         )
 
     async def admit(self, tenant: str, n: int) -> None:
-        """429 when n more jobs would take the tenant past its in-flight limit."""
-        inflight = await self.store.inflight(tenant)
-        if inflight + n > self.settings.max_inflight:
+        """Count n more jobs in flight for the tenant, in one Redis step; 429 when that would
+        pass its limit. The caller releases what it admitted and did not create."""
+        inflight = await self.store.admit(tenant, n, self.settings.max_inflight)
+        if inflight is not None:
             raise TooManyJobsError(
                 f"{inflight} of your jobs are in flight; {n} more would pass the limit of "
                 f"{self.settings.max_inflight}. Retry when some have finished."
@@ -206,7 +207,11 @@ class JobService:
             for request in requests
         ]
         await self.admit(tenant, len(jobs))
-        await self.store.create(jobs)
+        try:
+            await self.store.create(jobs)
+        except BaseException:
+            await self.store.release(tenant, len(jobs))
+            raise
         await self.enqueue(jobs)
         return jobs
 
@@ -237,39 +242,44 @@ class JobService:
         if model is not None:
             self.registry.get(model)
         await self.admit(tenant, len(items))
-        now = time.time()
-        batch = Batch(
-            id=batch_id or new_id("batch"),
-            tenant=tenant,
-            model=model or self.registry.default,
-            status=BatchStatus.IN_PROGRESS,
-            endpoint=endpoint,
-            total=len(items),
-            created_at=now,
-            in_progress_at=now,
-            expires_at=now + self.settings.batch_window_s,
-            metadata=metadata,
-            input_file_id=input_file_id,
-        )
-        jobs, line_errors = await run_in_threadpool(
-            self._build_batch_jobs,
-            items,
-            tenant,
-            batch,
-            item_label,
-            fail_bad_items,
-            default_max_tokens,
-        )
-        if fail_bad_items:
-            batch = self._with_line_errors(batch, jobs, line_errors, model)
-        await self.store.create(
-            jobs,
-            batch,
-            line_errors,
-            line_errors_ttl_s=self.settings.batch_window_s
-            + self.settings.job_time_limit_s
-            + self.settings.result_ttl_s,
-        )
+        created = 0  # admitted jobs that became records; the others are given back
+        try:
+            now = time.time()
+            batch = Batch(
+                id=batch_id or new_id("batch"),
+                tenant=tenant,
+                model=model or self.registry.default,
+                status=BatchStatus.IN_PROGRESS,
+                endpoint=endpoint,
+                total=len(items),
+                created_at=now,
+                in_progress_at=now,
+                expires_at=now + self.settings.batch_window_s,
+                metadata=metadata,
+                input_file_id=input_file_id,
+            )
+            jobs, line_errors = await run_in_threadpool(
+                self._build_batch_jobs,
+                items,
+                tenant,
+                batch,
+                item_label,
+                fail_bad_items,
+                default_max_tokens,
+            )
+            if fail_bad_items:
+                batch = self._with_line_errors(batch, jobs, line_errors, model)
+            await self.store.create(
+                jobs,
+                batch,
+                line_errors,
+                line_errors_ttl_s=self.settings.batch_window_s
+                + self.settings.job_time_limit_s
+                + self.settings.result_ttl_s,
+            )
+            created = len(jobs)
+        finally:
+            await self.store.release(tenant, len(items) - created)
         try:
             await self.enqueue(jobs)
         except UnavailableError:

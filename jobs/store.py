@@ -35,7 +35,7 @@ def _script_source(name: str) -> str:
     return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
 
 
-SCRIPT_NAMES = ("claim", "emit", "finish", "cancel")
+SCRIPT_NAMES = ("claim", "emit", "finish", "cancel", "admit")
 
 
 def job_keys(job: Job) -> list[str]:
@@ -83,7 +83,8 @@ class AsyncStore:
         line_errors: Sequence[BatchLineError] = (),
         line_errors_ttl_s: int | None = None,
     ) -> None:
-        """Write job records (and their batch) before anything is enqueued.
+        """Write job records (and their batch) before anything is enqueued; the jobs were
+        admitted first (admit() counted them in flight).
 
         Chunks go in MULTI/EXEC transactions so no chunk is half-written; the batch record is
         written last, so a batch id never points at missing jobs. `line_errors` are the batch's
@@ -100,9 +101,6 @@ class AsyncStore:
                     {"e": initial_event(job.status, job.created_at)},
                     id="1-0",
                 )
-            pipe.incrby(
-                keys.tenant_inflight(jobs[start].tenant), len(jobs[start : start + WRITE_CHUNK])
-            )
             if batch is not None:
                 pipe.rpush(
                     keys.batch_jobs(batch.id), *(j.id for j in jobs[start : start + WRITE_CHUNK])
@@ -146,6 +144,18 @@ class AsyncStore:
     async def inflight(self, tenant: str) -> int:
         """The tenant's jobs accepted and not yet final."""
         return int(await self.redis.get(keys.tenant_inflight(tenant)) or 0)
+
+    async def admit(self, tenant: str, n: int, limit: int) -> int | None:
+        """Count n more jobs in flight for the tenant unless that passes `limit`: None when
+        admitted, else the count in flight now. Each admitted job is counted down when it ends
+        (finish.lua, cancel.lua); jobs admitted and then not created must be release()d."""
+        result = await self._scripts["admit"](keys=[keys.tenant_inflight(tenant)], args=[n, limit])
+        return None if int(result) == -1 else int(result)
+
+    async def release(self, tenant: str, n: int) -> None:
+        """Give back n admitted jobs that were never created."""
+        if n > 0:
+            await self.redis.decrby(keys.tenant_inflight(tenant), n)
 
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(keys.job(job_id))
