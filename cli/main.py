@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.stack import Stack, StackError, redis_durability_problems, redis_port, redis_reachable
+from tokenq.client import BATCH_FINAL_STATUSES, FINAL_EVENTS, AsyncClient, TokenqClientError
 
 app = typer.Typer(help="tokenq: batch completion service (FastAPI + Celery + Redis + llama.cpp).")
 err = Console(stderr=True)
 
 URL = Annotated[str, typer.Option(envvar="TOKENQ_URL", help="API base URL.")]
 KEY = Annotated[str | None, typer.Option(envvar="TOKENQ_API_KEY", help="API key (Bearer).")]
+T = TypeVar("T")
 
 
-def _client(url: str, api_key: str | None, timeout: float | None = 60) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=url, headers=headers, timeout=timeout)
-
-
-def _check(response: httpx.Response) -> dict:
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        err.print(f"[red]error {response.status_code}:[/red] {message}")
-        raise typer.Exit(1)
-    return response.json()
+def _call(work: Coroutine[Any, Any, T]) -> T:
+    """Run one command's calls on tokenq's client; an error is printed, not raised (exit 1)."""
+    try:
+        return asyncio.run(work)
+    except TokenqClientError as exc:
+        where = f"error {exc.status}:" if exc.status is not None else "error:"
+        err.print(f"[red]{where}[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from exc
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -118,40 +116,32 @@ def submit(
     ] = None,
 ) -> None:
     """Submit a JSONL file as one batch; print its id (and with --wait, wait and save results)."""
-    headers = {"Content-Type": "application/jsonl"}
-    if idempotency_key:
-        headers["Idempotency-Key"] = idempotency_key
-    with _client(url, api_key, timeout=300) as client:
-        batch = _check(
-            client.post(
-                "/v1/batches",
-                content=file.read_bytes(),
-                headers=headers,
-                params={"model": model} if model else None,
+    data = file.read_bytes()
+
+    async def run() -> None:
+        async with AsyncClient(url, api_key, timeout=300) as tq:
+            batch = await tq.submit_jsonl(data, model=model, idempotency_key=idempotency_key)
+            err.print(f"batch {batch['id']}: {batch['request_counts']['total']} jobs queued")
+            if not (wait or output):
+                typer.echo(batch["id"])
+                return
+            batch = await _wait_batch(tq, batch)
+            counts = batch["request_counts"]
+            err.print(
+                f"batch {batch['status']}: {counts['completed']} succeeded, {counts['failed']} failed, {counts.get('cancelled', 0)} cancelled"
             )
-        )
-        err.print(f"batch {batch['id']}: {batch['request_counts']['total']} jobs queued")
-        if not (wait or output):
+            if output:
+                # Each line written as the API wrote it: json.dumps of the same object.
+                results = await tq.results(batch["id"])
+                output.write_bytes("".join(json.dumps(r) + "\n" for r in results).encode())
+                err.print(f"results written to {output}")
             typer.echo(batch["id"])
-            return
-        batch = _wait_batch(client, batch)
-        counts = batch["request_counts"]
-        err.print(
-            f"batch {batch['status']}: {counts['completed']} succeeded, {counts['failed']} failed, {counts.get('cancelled', 0)} cancelled"
-        )
-        if output:
-            with (
-                output.open("wb") as out,
-                client.stream("GET", f"/v1/batches/{batch['id']}/results") as r,
-            ):
-                for chunk in r.iter_bytes():
-                    out.write(chunk)
-            err.print(f"results written to {output}")
-        typer.echo(batch["id"])
+
+    _call(run())
 
 
-def _wait_batch(client: httpx.Client, batch: dict) -> dict:
-    done_statuses = {"completed", "cancelled", "failed", "expired"}
+async def _wait_batch(tq: AsyncClient, batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch once final, with a progress bar that follows its event stream."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -160,68 +150,49 @@ def _wait_batch(client: httpx.Client, batch: dict) -> dict:
     )
     with Progress(*columns, console=err) as progress:
         task = progress.add_task(batch["id"], total=batch["request_counts"]["total"])
-        while batch["status"] not in done_statuses:
-            time.sleep(0.5)
-            batch = _check(client.get(f"/v1/batches/{batch['id']}"))
-            c = batch["request_counts"]
-            progress.update(
-                task,
-                completed=c["completed"]
-                + c["failed"]
-                + c.get("cancelled", 0)
-                + c.get("expired", 0),
-            )
-    return batch
+        if batch["status"] in BATCH_FINAL_STATUSES:
+            return batch
+        async for event in tq.batch_events(batch["id"]):
+            if counts := event["data"].get("counts"):
+                ended = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+                progress.update(task, completed=ended + counts["expired"])
+    return await tq.batch(batch["id"])
 
 
 @app.command()
 def tail(job_id: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None) -> None:
     """Print a job's tokens as they stream (from the start; reconnects resume where they left)."""
-    last = 0
-    with _client(url, api_key, timeout=None) as client:
-        while True:
-            try:
-                headers = {"Last-Event-ID": str(last)} if last else {}
-                with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        _check(response)
-                    for event in _sse_events(response.iter_lines()):
-                        last = event["seq"]
-                        if event["type"] == "token":
-                            sys.stdout.write(event["data"]["text"])
-                            sys.stdout.flush()
-                        elif event["type"] == "reset":
-                            err.print(
-                                f"\n[yellow]-- worker lost; attempt {event['data']['attempt']} restarts --[/yellow]"
-                            )
-                        elif event["type"] in ("done", "error"):
-                            result = event["data"]["result"]
-                            sys.stdout.write("\n")
-                            err.print(
-                                f"[{event['data']['status']}] finish_reason={result.get('finish_reason')}"
-                                + (f" error={result['error']}" if result.get("error") else "")
-                            )
-                            return
-                return
-            except httpx.TransportError:
-                err.print("[yellow]connection lost; resuming[/yellow]")
-                time.sleep(1)
 
+    async def run() -> None:
+        async with AsyncClient(url, api_key) as tq:
+            async for event in tq.events(job_id):
+                if event["type"] == "token":
+                    sys.stdout.write(event["data"]["text"])
+                    sys.stdout.flush()
+                elif event["type"] == "reset":
+                    err.print(
+                        f"\n[yellow]-- worker lost; attempt {event['data']['attempt']} restarts --[/yellow]"
+                    )
+                elif event["type"] in FINAL_EVENTS:
+                    result = event["data"]["result"]
+                    sys.stdout.write("\n")
+                    err.print(
+                        f"[{event['data']['status']}] finish_reason={result.get('finish_reason')}"
+                        + (f" error={result['error']}" if result.get("error") else "")
+                    )
 
-def _sse_events(lines):  # type: ignore[no-untyped-def]
-    """tokenq's SSE `data:` lines carry the whole event as JSON."""
-    for line in lines:
-        if line.startswith("data:"):
-            yield json.loads(line[5:].strip())
+    _call(run())
 
 
 @app.command()
 def status(id: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None) -> None:
     """Show a job (job_...) or a batch (batch_...) as JSON."""
-    kind = "batches" if id.startswith("batch_") else "jobs"
-    with _client(url, api_key) as client:
-        typer.echo(json.dumps(_check(client.get(f"/v1/{kind}/{id}")), indent=2))
+
+    async def run() -> dict[str, Any]:
+        async with AsyncClient(url, api_key) as tq:
+            return await (tq.batch(id) if id.startswith("batch_") else tq.job(id))
+
+    typer.echo(json.dumps(_call(run()), indent=2))
 
 
 if __name__ == "__main__":

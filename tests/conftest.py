@@ -24,6 +24,7 @@ import yaml
 
 from cli.stack import Stack, free_port
 from jobs.settings import ROOT
+from tokenq.client import SSEEvent, iter_sse
 
 ALICE_KEY = "alice-secret-key"
 BOB_KEY = "bob-secret-key"
@@ -133,18 +134,29 @@ def sse_events(
     deadline = time.monotonic() + timeout_s
     with client.stream("GET", path, headers=headers, timeout=timeout_s) as response:
         assert response.status_code == 200, response.read()
-        sse_id = None
-        for line in response.iter_lines():
-            assert time.monotonic() < deadline, "SSE stream did not end in time"
-            if line.startswith("id:"):
-                sse_id = int(line[3:].strip())
-            elif line.startswith("data:"):
-                event = json.loads(line[5:].strip())
-                assert event["seq"] == sse_id, "SSE id must equal the event's seq"
-                events.append(event)
-                if event["type"] in ("done", "error") or (limit and len(events) >= limit):
-                    break
+        for sse in iter_sse(_until(deadline, response.iter_lines())):
+            event = sse.json()
+            assert sse.id is not None and event["seq"] == int(sse.id), (
+                "SSE id must equal the event's seq"
+            )
+            events.append(event)
+            if event["type"] in ("done", "error") or (limit and len(events) >= limit):
+                break
     return events
+
+
+def read_sse(response: httpx.Response, timeout_s: float = 180) -> Iterator[SSEEvent]:
+    """Each event block of a response, blocks without data too (data=None), so the tests of the
+    compatibility surfaces (Dify, Chatchat) can see Dify's `event: ping`."""
+    deadline = time.monotonic() + timeout_s
+    return iter_sse(_until(deadline, response.iter_lines()), dataless=True)
+
+
+def _until(deadline: float, lines: Iterator[str]) -> Iterator[str]:
+    """The lines of a stream, failing the test at the deadline (pings keep a stalled one open)."""
+    for line in lines:
+        assert time.monotonic() < deadline, "the SSE stream did not end in time"
+        yield line
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""tokenq's Python client: an async client for the native API (/v1/jobs, /v1/batches).
+"""tokenq's Python client: an async client for the native API (/v1/jobs, /v1/batches), and the
+Server-Sent Events parser it reads event streams with (SSEDecoder, iter_sse, aiter_sse).
 
 TokenqClientError          an error from the API (status, code, type, param, message)
 ├── JobRestartedError      the job's worker was lost and it started over (stream())
@@ -8,8 +9,21 @@ TokenqClientError          an error from the API (status, code, type, param, mes
 from tokenq.client import (
     AsyncClient,
     JobRestartedError,
+    SSEDecoder,
+    SSEEvent,
     StreamInterruptedError,
     TokenqClientError,
+    aiter_sse,
+    iter_sse,
 )
 
-__all__ = ["AsyncClient", "JobRestartedError", "StreamInterruptedError", "TokenqClientError"]
+__all__ = [
+    "AsyncClient",
+    "JobRestartedError",
+    "SSEDecoder",
+    "SSEEvent",
+    "StreamInterruptedError",
+    "TokenqClientError",
+    "aiter_sse",
+    "iter_sse",
+]

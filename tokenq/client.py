@@ -1,11 +1,13 @@
-"""An async client for tokenq's native API on httpx: submit, wait, stream (resumable), cancel."""
+"""An async client for tokenq's native API on httpx: submit, wait, stream (resumable), cancel;
+and the Server-Sent Events parser it reads streams with."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -171,6 +173,19 @@ class AsyncClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return await self._request("POST", "/v1/batches", json=body, headers=headers)
 
+    async def submit_jsonl(
+        self, data: bytes, *, model: str | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A JSONL file (one job object a line) as one batch, sent as it is, so an error names
+        the file's line (`line 2`); `model` is for the lines that name none. Returns the batch."""
+        headers = {"Content-Type": "application/jsonl"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        params = {"model": model} if model else None
+        return await self._request(
+            "POST", "/v1/batches", content=data, headers=headers, params=params
+        )
+
     async def batch(self, batch_id: str) -> dict[str, Any]:
         return await self._request("GET", f"/v1/batches/{batch_id}")
 
@@ -178,10 +193,18 @@ class AsyncClient:
         """The batch once every job in it is final (followed over its event stream)."""
         batch = await self.batch(batch_id)
         if batch["status"] not in BATCH_FINAL_STATUSES:
-            async for _ in self._follow(f"/v1/batches/{batch_id}/events", 0):
+            async for _ in self.batch_events(batch_id):
                 pass
             batch = await self.batch(batch_id)
         return batch
+
+    async def batch_events(
+        self, batch_id: str, last_event_id: int = 0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The batch's events (`{seq, type, data}`: `status`, then a `job` event with the counts
+        so far as each of its jobs ends, then `done`) after `last_event_id`, resumed as events()."""
+        async for event in self._follow(f"/v1/batches/{batch_id}/events", last_event_id):
+            yield event
 
     async def results(self, batch_id: str) -> list[dict[str, Any]]:
         """The batch's succeeded jobs so far, in input order (`{id, custom_id, status,
@@ -218,7 +241,8 @@ class AsyncClient:
                             raise _api_error(response)
                         cause = f"HTTP {response.status_code}"
                     else:
-                        async for event in _sse_data(response.aiter_lines()):
+                        async for sse in aiter_sse(response.aiter_lines()):
+                            event = sse.json()
                             last = event["seq"]
                             failures = 0
                             yield event
@@ -231,22 +255,6 @@ class AsyncClient:
             if failures > self.max_reconnects:
                 raise StreamInterruptedError(path, last, self.max_reconnects, cause)
             await asyncio.sleep(min(RECONNECT_DELAY_S * 2 ** (failures - 1), RECONNECT_MAX_DELAY_S))
-
-
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """The JSON `data` of each complete SSE event (https://html.spec.whatwg.org/#event-stream-
-    interpretation): an event counts only once its blank line arrived, so one cut off by a
-    dropped connection is never half-read."""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield json.loads("\n".join(data))
-                data = []
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
 
 
 def _api_error(response: httpx.Response) -> TokenqClientError:
@@ -263,3 +271,97 @@ def _api_error(response: httpx.Response) -> TokenqClientError:
         return TokenqClientError(
             response.text or response.reason_phrase, status=response.status_code
         )
+
+
+# --- Server-Sent Events ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One event of a text/event-stream."""
+
+    event: str  #: the `event:` field; "message" when absent or empty
+    data: str | None  #: `data:` lines joined with newlines; None only for a block without data
+    id: str | None = None  #: the last event ID so far (an `id:` field persists to later events)
+    retry: int | None = None  #: the block's `retry:` field (reconnection time, ms), if any
+
+    def json(self) -> Any:
+        """The data parsed as JSON (each event of tokenq's own streams is one JSON object)."""
+        if self.data is None:
+            raise ValueError(f"this {self.event!r} block came without data: no JSON to parse")
+        return json.loads(self.data)
+
+
+class SSEDecoder:
+    """Turns a text/event-stream, fed one line at a time, into events, as the spec interprets it
+    (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+    fields event, data, id and retry; comments (`: ping`) and unknown fields skipped; an event
+    counts only once its blank line has arrived, so one cut off by a dropped connection is never
+    half-read. A block of fields without data is no event, unless `dataless=True` (then its data
+    is None: Dify's `event: ping`)."""
+
+    def __init__(self, *, dataless: bool = False):
+        self.dataless = dataless
+        self.last_event_id: str | None = None
+        self._event = ""
+        self._data: list[str] = []
+        self._retry: int | None = None
+        self._fields = False  # whether the current block has any field line
+        self._first = True
+
+    def decode(self, line: str) -> SSEEvent | None:
+        """Feed one line (its CR, LF or CRLF, if any, is dropped); the event it completes, if any."""
+        if line.endswith("\r\n"):
+            line = line[:-2]
+        elif line.endswith(("\n", "\r")):
+            line = line[:-1]
+        if self._first:
+            self._first = False
+            line = line.removeprefix("\ufeff")  # the stream may start with a byte order mark
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        field, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        self._fields = True
+        if field == "event":
+            self._event = value
+        elif field == "data":
+            self._data.append(value)
+        elif field == "id":
+            if "\0" not in value:
+                self.last_event_id = value
+        elif field == "retry":
+            if value.isascii() and value.isdigit():
+                self._retry = int(value)
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        event = None
+        if self._data or (self.dataless and self._fields):
+            data = "\n".join(self._data) if self._data else None
+            event = SSEEvent(self._event or "message", data, self.last_event_id, self._retry)
+        self._event, self._data, self._retry, self._fields = "", [], None, False
+        return event
+
+
+def iter_sse(lines: Iterable[str], *, dataless: bool = False) -> Iterator[SSEEvent]:
+    """The events of a text/event-stream's lines (`httpx.Response.iter_lines()`): see SSEDecoder."""
+    decoder = SSEDecoder(dataless=dataless)
+    for line in lines:
+        event = decoder.decode(line)
+        if event is not None:
+            yield event
+
+
+async def aiter_sse(
+    lines: AsyncIterable[str], *, dataless: bool = False
+) -> AsyncIterator[SSEEvent]:
+    """The events of a text/event-stream's lines (`httpx.Response.aiter_lines()`): see SSEDecoder."""
+    decoder = SSEDecoder(dataless=dataless)
+    async for line in lines:
+        event = decoder.decode(line)
+        if event is not None:
+            yield event

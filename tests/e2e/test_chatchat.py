@@ -8,13 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import wait_job
-from tests.e2e._sse import SSE, read_sse
+from tests.conftest import read_sse, wait_job
+from tokenq import SSEEvent
 
 PATH = "/other/completion"
 
 
-def _complete(client: httpx.Client, **body: Any) -> tuple[list[SSE], dict[str, Any]]:
+def _complete(client: httpx.Client, **body: Any) -> tuple[list[SSEEvent], dict[str, Any]]:
     """The response's SSE events and the job behind it (named by X-Tokenq-Job-Id)."""
     with client.stream("POST", PATH, json=body) as response:
         assert response.status_code == 200, response.read()

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import submit, wait_job
-from tests.e2e._sse import SSE, read_sse
+from tests.conftest import read_sse, submit, wait_job
+from tokenq import SSEEvent
 
 PATH = "/v1/completion-messages"
 
@@ -22,7 +22,7 @@ def _dify_error(response: httpx.Response, status: int, code: str) -> dict[str, A
     return body
 
 
-def _messages(events: list[SSE]) -> list[dict[str, Any]]:
+def _messages(events: list[SSEEvent]) -> list[dict[str, Any]]:
     return [json.loads(e.data) for e in events if e.data is not None]
 
 
@@ -149,7 +149,7 @@ def test_stop_is_checked_against_tenant_and_user_and_ends_the_stream(
     with client.stream("POST", PATH, json=body) as response:
         assert response.status_code == 200, response.read()
         events = read_sse(response)
-        seen: list[SSE] = []
+        seen: list[SSEEvent] = []
         # When it has sent some chunks and a ping
         for event in events:
             seen.append(event)
