@@ -11,7 +11,9 @@ from jobs.settings import Settings
 #: The one tenant of an API with no keys configured (loopback only; see `tokenq up`).
 ANONYMOUS = "anonymous"
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+#: The peers a keyless API serves: this machine's own loopback addresses, exactly. Not every
+#: 127.* address: a reverse proxy on this host may connect from 127.0.0.2 on behalf of anyone.
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
 def hash_key(key: str) -> str:
@@ -25,11 +27,7 @@ def tenant_for(
     """The tenant whose key is in the Authorization header; 401 otherwise."""
     if not settings.api_keys:
         # Without keys there is one tenant, and it is only served on this machine.
-        if (
-            client_host is not None
-            and client_host not in LOOPBACK
-            and not client_host.startswith("127.")
-        ):
+        if client_host is not None and client_host not in LOOPBACK:
             raise AuthenticationError(
                 "this server has no API keys configured and serves loopback clients only"
             )

@@ -12,6 +12,7 @@ TokenqError                    500  server_error         the base
 ├── ConflictError              409  conflict             e.g. cancelling a finished job
 ├── PayloadTooLargeError       413  payload_too_large    body or batch over its limit
 │   └── BodyTooLargeError      413  payload_too_large    a body that grew past the limit as read
+├── UnsupportedMediaTypeError  415  unsupported_media_type  a body that is not JSON, JSONL or a form
 ├── ContextOverflowError       422  context_length_exceeded  prompt + max_tokens beyond the context
 ├── TooManyJobsError           429  too_many_jobs_in_flight  the tenant's in-flight limit
 ├── GenerationFailedError      502  generation_failed    a job a request waited on failed
@@ -94,6 +95,12 @@ class PayloadTooLargeError(TokenqError):
 
 class BodyTooLargeError(PayloadTooLargeError):
     """Raised while a body is read (chunked, or longer than its Content-Length said)."""
+
+
+class UnsupportedMediaTypeError(TokenqError):
+    status_code = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class ContextOverflowError(TokenqError):

@@ -25,7 +25,7 @@ from api.protocol import (
     utf8_lines,
 )
 from api.service import new_id
-from jobs.errors import ConflictError, InvalidRequestError
+from jobs.errors import ConflictError, InvalidRequestError, UnsupportedMediaTypeError
 from jobs.models import BatchStatus
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -93,6 +93,13 @@ async def read_batch_body(
             str(form.get("model") or model or "") or None,
             metadata,
             "line {line}",
+        )
+    if content_type not in (*JSONL_TYPES, "application/json", ""):
+        # Not a JSON type: a browser's cross-site form (text/plain) must not create batches.
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {content_type!r}: send application/json, application/jsonl or "
+            "multipart/form-data",
+            param="Content-Type",
         )
     body = await request.body()
     if content_type in JSONL_TYPES:

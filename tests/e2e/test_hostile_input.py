@@ -198,5 +198,14 @@ def test_malformed_dify_bodies_are_400_in_difys_shape(client: httpx.Client, cont
     assert response.json()["code"] == "invalid_param"
 
 
+@pytest.mark.usefixtures("batch_keys")
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_batches_are_json_jsonl_or_multipart_only(client: httpx.Client, content_type: str) -> None:
+    # What a cross-site form can send without a preflight must not create a batch.
+    body = json.dumps({"model": "fake", "jobs": [{"prompt": "a"}]})
+    response = client.post("/v1/batches", content=body, headers={"Content-Type": content_type})
+    assert _error(response, 415)["code"] == "unsupported_media_type"
+
+
 def test_the_api_is_still_up(client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200

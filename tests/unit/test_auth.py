@@ -10,8 +10,9 @@ from jobs.settings import Settings
 def test_no_keys_configured_serves_one_anonymous_tenant_on_loopback_only() -> None:
     assert tenant_for(Settings(api_keys={}), None, "127.0.0.1") == ANONYMOUS
     assert tenant_for(Settings(api_keys={}), None, "::1") == ANONYMOUS
-    with pytest.raises(AuthenticationError):
-        tenant_for(Settings(api_keys={}), None, "10.1.2.3")
+    for remote in ("10.1.2.3", "127.0.0.2", "localhost", "::ffff:10.1.2.3"):
+        with pytest.raises(AuthenticationError):
+            tenant_for(Settings(api_keys={}), None, remote)
 
 
 def test_keys_map_to_their_tenant_and_others_are_rejected() -> None:
