@@ -134,7 +134,7 @@ def sse_events(
     deadline = time.monotonic() + timeout_s
     with client.stream("GET", path, headers=headers, timeout=timeout_s) as response:
         assert response.status_code == 200, response.read()
-        for sse in iter_sse(_until(deadline, response.iter_lines())):
+        for sse in iter_sse(_until(deadline, response.iter_bytes())):
             event = sse.json()
             assert sse.id is not None and event["seq"] == int(sse.id), (
                 "SSE id must equal the event's seq"
@@ -149,14 +149,14 @@ def read_sse(response: httpx.Response, timeout_s: float = 180) -> Iterator[SSEEv
     """Each event block of a response, blocks without data too (data=None), so the tests of the
     compatibility surfaces (Dify, Chatchat) can see Dify's `event: ping`."""
     deadline = time.monotonic() + timeout_s
-    return iter_sse(_until(deadline, response.iter_lines()), dataless=True)
+    return iter_sse(_until(deadline, response.iter_bytes()), dataless=True)
 
 
-def _until(deadline: float, lines: Iterator[str]) -> Iterator[str]:
-    """The lines of a stream, failing the test at the deadline (pings keep a stalled one open)."""
-    for line in lines:
+def _until(deadline: float, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """A stream's body, failing the test at the deadline (pings keep a stalled one open)."""
+    for chunk in chunks:
         assert time.monotonic() < deadline, "the SSE stream did not end in time"
-        yield line
+        yield chunk
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:

@@ -4,8 +4,10 @@ and the Server-Sent Events parser it reads streams with."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import os
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -241,7 +243,7 @@ class AsyncClient:
                             raise _api_error(response)
                         cause = f"HTTP {response.status_code}"
                     else:
-                        async for sse in aiter_sse(response.aiter_lines()):
+                        async for sse in aiter_sse(response.aiter_bytes()):
                             event = sse.json()
                             last = event["seq"]
                             failures = 0
@@ -275,6 +277,11 @@ def _api_error(response: httpx.Response) -> TokenqClientError:
 
 # --- Server-Sent Events ----------------------------------------------------------------------
 
+#: An event stream's line ends: CRLF, LF or CR, and no other. (str.splitlines(), and so httpx's
+#: iter_lines(), also breaks at U+2028, U+0085, form feed and more, which a data line may hold:
+#: Dify's JSON and Chatchat's text are sent as they are.)
+_SSE_LINE_END = re.compile(r"\r\n|\r|\n")
+
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
@@ -293,7 +300,8 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    """Turns a text/event-stream, fed one line at a time, into events, as the spec interprets it
+    """Turns a text/event-stream, fed the body's bytes (feed) or one line at a time (decode), into
+    events, as the spec interprets it
     (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
     fields event, data, id and retry; comments (`: ping`) and unknown fields skipped; an event
     counts only once its blank line has arrived, so one cut off by a dropped connection is never
@@ -308,6 +316,31 @@ class SSEDecoder:
         self._retry: int | None = None
         self._fields = False  # whether the current block has any field line
         self._first = True
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # as the spec decodes
+        self._partial: list[str] = []  # the line being fed, as far as it has arrived
+        self._after_cr = False  # the last line fed ended in CR: an LF next completes a CRLF
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Feed a piece of the body, of any size; the events it completes, in order. Lines are
+        split here, at CR, LF or CRLF only (see _SSE_LINE_END), even across pieces."""
+        text = self._utf8.decode(chunk)
+        if not text:
+            return []
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        self._after_cr = text.endswith("\r")
+        events = []
+        start = 0
+        for end in _SSE_LINE_END.finditer(text):
+            self._partial.append(text[start : end.start()])
+            start = end.end()
+            event = self.decode("".join(self._partial))
+            self._partial.clear()
+            if event is not None:
+                events.append(event)
+        if start < len(text):
+            self._partial.append(text[start:])
+        return events
 
     def decode(self, line: str) -> SSEEvent | None:
         """Feed one line (its CR, LF or CRLF, if any, is dropped); the event it completes, if any."""
@@ -347,21 +380,19 @@ class SSEDecoder:
         return event
 
 
-def iter_sse(lines: Iterable[str], *, dataless: bool = False) -> Iterator[SSEEvent]:
-    """The events of a text/event-stream's lines (`httpx.Response.iter_lines()`): see SSEDecoder."""
+def iter_sse(chunks: Iterable[bytes], *, dataless: bool = False) -> Iterator[SSEEvent]:
+    """The events of a text/event-stream's body (`httpx.Response.iter_bytes()`, not iter_lines():
+    see _SSE_LINE_END); see SSEDecoder."""
     decoder = SSEDecoder(dataless=dataless)
-    for line in lines:
-        event = decoder.decode(line)
-        if event is not None:
-            yield event
+    for chunk in chunks:
+        yield from decoder.feed(chunk)
 
 
 async def aiter_sse(
-    lines: AsyncIterable[str], *, dataless: bool = False
+    chunks: AsyncIterable[bytes], *, dataless: bool = False
 ) -> AsyncIterator[SSEEvent]:
-    """The events of a text/event-stream's lines (`httpx.Response.aiter_lines()`): see SSEDecoder."""
+    """The events of a text/event-stream's body (`httpx.Response.aiter_bytes()`): see iter_sse()."""
     decoder = SSEDecoder(dataless=dataless)
-    async for line in lines:
-        event = decoder.decode(line)
-        if event is not None:
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
             yield event

@@ -12,9 +12,9 @@ from tokenq import SSEDecoder, SSEEvent, aiter_sse, iter_sse
 
 
 def events(stream: str, *, dataless: bool = False) -> list[SSEEvent]:
-    """The events of a stream's text, split into lines as httpx splits a response body."""
-    lines = httpx.Response(200, content=stream.encode()).iter_lines()
-    return list(iter_sse(lines, dataless=dataless))
+    """The events of a stream's text, read as an httpx response body."""
+    body = httpx.Response(200, content=stream.encode()).iter_bytes()
+    return list(iter_sse(body, dataless=dataless))
 
 
 def test_data_lines_are_joined_with_newlines() -> None:
@@ -61,10 +61,26 @@ def test_an_event_cut_off_before_its_blank_line_is_not_reported() -> None:
     assert events("data: a\n\nevent: ping\n", dataless=True) == [SSEEvent("message", "a")]
 
 
-def test_crlf_and_cr_line_endings_from_httpx() -> None:
+def test_crlf_and_cr_line_endings() -> None:
     # sse-starlette ends its lines with CRLF; the spec allows a lone CR too
     stream = "id: 1\r\nevent: token\r\ndata: a\r\ndata: b\r\n\r\nevent: done\rdata: c\r\r"
     assert events(stream) == [SSEEvent("token", "a\nb", "1"), SSEEvent("done", "c", "1")]
+
+
+def test_lines_end_at_cr_lf_or_crlf_only() -> None:
+    # httpx's iter_lines() would also split at these; Dify's JSON and Chatchat's text hold them raw
+    stream = 'data: {"answer": "a\u2028b"}\n\ndata: x\x0cy\x85z\x1ew\n\n'
+    assert [e.data for e in events(stream)] == ['{"answer": "a\u2028b"}', "x\x0cy\x85z\x1ew"]
+
+
+def test_the_body_may_arrive_in_pieces_of_any_size() -> None:
+    # a CRLF, a multi-byte character and a field name each split across pieces
+    body = "id: 1\r\ndata: h\u00e9\u2028llo\r\n\r\nevent: done\rdata: \u4e16\r\r\n\n".encode()
+    expected = [SSEEvent("message", "h\u00e9\u2028llo", "1"), SSEEvent("done", "\u4e16", "1")]
+    assert list(iter_sse([body])) == expected
+    assert list(iter_sse(body[i : i + 1] for i in range(len(body)))) == expected
+    for cut in range(len(body)):
+        assert list(iter_sse([body[:cut], body[cut:]])) == expected, cut
 
 
 def test_the_decoder_drops_each_lines_own_line_ending() -> None:
@@ -96,9 +112,9 @@ def test_json_data() -> None:
         ping.json()
 
 
-def test_aiter_sse_reads_async_lines() -> None:
+def test_aiter_sse_reads_an_async_body() -> None:
     async def read() -> list[SSEEvent]:
         response = httpx.Response(200, content=b"id: 1\r\ndata: a\r\n\r\ndata: b\r\n")
-        return [event async for event in aiter_sse(response.aiter_lines())]
+        return [event async for event in aiter_sse(response.aiter_bytes())]
 
     assert asyncio.run(read()) == [SSEEvent("message", "a", "1")]
