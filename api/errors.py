@@ -12,15 +12,36 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import redis.exceptions
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobs.errors import ContextOverflowError, InvalidRequestError, TokenqError, TooManyJobsError
+from jobs.errors import (
+    ContextOverflowError,
+    InvalidRequestError,
+    TokenqError,
+    TooManyJobsError,
+    UnavailableError,
+)
 
 logger = logging.getLogger(__name__)
+
+#: Redis errors that mean Redis is not serving right now (down, restarting, loading its AOF, out of
+#: memory, a read-only replica), not a bug: answered 503 with Retry-After.
+REDIS_OUTAGES: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError (loading its AOF) is one of these
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
+def redis_unavailable(exc: Exception) -> UnavailableError:
+    return UnavailableError(f"Redis is not serving requests ({type(exc).__name__}); retry shortly")
+
 
 #: The first item of a FastAPI error's `loc` says where the value was; the field path follows.
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
@@ -83,9 +104,14 @@ class OpenAIRoute(APIRoute):
 def _tokenq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenqError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    if isinstance(exc, TooManyJobsError):
+    if isinstance(exc, TooManyJobsError | UnavailableError):
         headers = {"Retry-After": str(exc.retry_after_s)}
     return JSONResponse(tokenq_error_body(exc), exc.status_code, headers=headers)
+
+
+def _redis_outage(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("redis unavailable on %s: %r", request.url.path, exc)
+    return _tokenq_error(request, redis_unavailable(exc))
 
 
 def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -112,6 +138,8 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(TokenqError, _tokenq_error)
+    for outage in REDIS_OUTAGES:
+        app.add_exception_handler(outage, _redis_outage)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

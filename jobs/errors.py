@@ -16,7 +16,7 @@ TokenqError                    500  server_error         the base
 ├── ContextOverflowError       422  context_length_exceeded  prompt + max_tokens beyond the context
 ├── TooManyJobsError           429  too_many_jobs_in_flight  the tenant's in-flight limit
 ├── GenerationFailedError      502  generation_failed    a job a request waited on failed
-├── UnavailableError           503  unavailable          Redis or the broker could not take it
+├── UnavailableError           503  unavailable          Redis is down, or the broker refused
 └── JobFailure                 500  (worker side)        why a job ended `failed`
     ├── EngineError            500  engine_error         the engine's own errors
     │   ├── PromptTooLongError 500  engine_error         (worker/engine.py) past the context
@@ -129,6 +129,10 @@ class UnavailableError(TokenqError):
     status_code = 503
     type = "server_error"
     code = "unavailable"
+    #: Seconds a client should wait before trying again (Redis restarting, loading its AOF).
+    retry_after_s = 2
+    #: Seconds a client should wait before trying again (Redis restarting, loading its AOF).
+    retry_after_s = 2
 
 
 class JobFailure(TokenqError):

@@ -20,6 +20,7 @@ from api.deps import Service, Tenant
 from api.dify import protocol as dify
 from api.dify import serving
 from api.dify.protocol import CreateCompletionMessageRequest, StopCompletionMessageRequest
+from api.errors import REDIS_OUTAGES, redis_unavailable
 from jobs.errors import TokenqError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ class DifyRoute(APIRoute):
                 return _dify_error_response(*dify.request_validation_error(exc))
             except TokenqError as exc:
                 return _dify_error_response(*dify.dify_error(exc))
+            except REDIS_OUTAGES as exc:
+                return _dify_error_response(*dify.dify_error(redis_unavailable(exc)))
             except StarletteHTTPException as exc:  # e.g. a body FastAPI could not parse
                 return _dify_error_response(*dify.http_error(exc.status_code, str(exc.detail)))
             except Exception:
