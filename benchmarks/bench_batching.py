@@ -52,6 +52,7 @@ from cli.stack import Stack, free_port, wait_until
 from jobs.models import SamplingParams
 from jobs.registry import ModelConfig, Registry
 from jobs.settings import ROOT, Settings
+from tokenq.client import aiter_sse, iter_sse
 from worker.batch_engine import BatchEngine
 from worker.engine import GenerationRequest
 
@@ -127,11 +128,10 @@ async def drive_server(base: str, prompts: list[str], stream: bool) -> dict[str,
                     return int(resp.json()["tokens_predicted"])
                 async with client.stream("POST", "/completion", json=body) as resp:
                     resp.raise_for_status()
-                    async for line in resp.aiter_lines():
-                        if line.startswith("data:"):
-                            chunk = json.loads(line[5:])
-                            if chunk.get("stop"):
-                                return int(chunk["tokens_predicted"])
+                    async for sse in aiter_sse(resp.aiter_bytes()):
+                        chunk = sse.json()
+                        if chunk.get("stop"):
+                            return int(chunk["tokens_predicted"])
             raise RuntimeError("llama-server stream ended without its final chunk")
 
         await one(core.SHORT_PROMPT, 4)  # warm-up
@@ -287,8 +287,8 @@ def tokenq_ttft_ms(client: httpx.Client) -> float:
     resp = client.post("/v1/jobs", json=core.job_body(core.SHORT_PROMPT, core.SHORT_MAX_TOKENS))
     resp.raise_for_status()
     with client.stream("GET", f"/v1/jobs/{resp.json()['id']}/events") as events:
-        for line in events.iter_lines():
-            event = json.loads(line[5:]) if line.startswith("data:") else {}
+        for sse in iter_sse(events.iter_bytes()):
+            event = sse.json()
             if first is None and event.get("type") == "token" and event["data"]["text"]:
                 first = time.perf_counter()
             if event.get("type") in ("done", "error"):
@@ -316,8 +316,8 @@ async def bench_tokenq_bulk(base: str, prompts: list[str]) -> dict[str, float]:
         jobs = [core.job_body(p, MAX_TOKENS) for p in prompts]
         batch = (await client.post("/v1/batches", json={"jobs": jobs})).raise_for_status().json()
         async with client.stream("GET", batch["events_url"]) as events:
-            async for line in events.aiter_lines():
-                if line.startswith("event: done"):
+            async for sse in aiter_sse(events.aiter_bytes()):
+                if sse.event == "done":
                     break
         results = (await client.get(batch["results_url"])).raise_for_status().text
         wall = time.perf_counter() - start

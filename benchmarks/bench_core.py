@@ -33,6 +33,7 @@ from benchmarks.common import load_llama
 from cli.stack import Stack, StackError, free_port
 from jobs.registry import ModelConfig, Registry
 from jobs.settings import ROOT, Settings
+from tokenq.client import aiter_sse
 
 N_JOBS = 64
 MAX_TOKENS = 64
@@ -86,10 +87,8 @@ async def run_job(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, 
     job_id = resp.json()["id"]
     async with client.stream("GET", f"/v1/jobs/{job_id}/events") as events:
         events.raise_for_status()
-        async for line in events.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            event = json.loads(line[5:].strip())
+        async for sse in aiter_sse(events.aiter_bytes()):
+            event = sse.json()
             if event["type"] == "error":
                 raise RuntimeError(f"job {job_id} failed: {event['data']}")
             if event["type"] == "done":

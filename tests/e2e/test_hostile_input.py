@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from tests.conftest import MAX_BODY_BYTES, submit, wait_job
+from tokenq.client import iter_sse
 
 JSONL = {"Content-Type": "application/jsonl"}
 
@@ -73,8 +74,8 @@ def test_a_valid_last_event_id_still_resumes(client: httpx.Client, finished_job:
     path = f"/v1/jobs/{finished_job['id']}/events"
     with client.stream("GET", path, headers={"Last-Event-ID": "2"}) as response:
         assert response.status_code == 200
-        ids = [line[3:].strip() for line in response.iter_lines() if line.startswith("id:")]
-    assert ids and int(ids[0]) == 3
+        ids = [event.id for event in iter_sse(response.iter_bytes())]
+    assert ids and ids[0] == "3"
 
 
 @pytest.mark.usefixtures("batch_keys")
