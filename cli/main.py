@@ -50,7 +50,15 @@ def up(
     host: Annotated[str, typer.Option(envvar="TOKENQ_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="TOKENQ_PORT")] = 8000,
 ) -> None:
-    """Start Redis (unless TOKENQ_REDIS_URL answers), one worker per model, and the API."""
+    """Start Redis (unless TOKENQ_REDIS_URL answers), one worker per model, and the API.
+
+    Its children die with it however it ends; a failure to start is named in its last line.
+    """
+    import yaml
+
+    from cli.ports import port_holder, port_in_use
+    from cli.stack import MODEL_LOAD_TIMEOUT_S, StackLock
+    from jobs.errors import TokenqError
     from jobs.registry import Registry
     from jobs.settings import Settings
 
@@ -60,40 +68,72 @@ def up(
             "[red]refusing to serve without API keys on a non-loopback address[/red] (set TOKENQ_API_KEYS)"
         )
         raise typer.Exit(2)
-    registry = Registry.load(settings.models_config)
-    aliases = [m.strip() for m in models.split(",")] if models else [registry.default]
-    for alias in aliases:
-        registry.get(alias)
-    stack = Stack(log_dir=settings.data_dir / "logs")
     try:
+        registry = Registry.load(settings.models_config)
+        aliases = [m.strip() for m in models.split(",")] if models else [registry.default]
+        for alias in aliases:
+            registry.get(alias)
+    except (OSError, ValueError, yaml.YAMLError, TokenqError) as exc:
+        err.print(
+            f"[red]tokenq up failed:[/red] models config {settings.models_config}: {escape(str(exc))}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from exc
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)  # stop the stack as Ctrl-C does
+    stack = Stack(log_dir=settings.data_dir / "logs")
+    lock = StackLock(settings.data_dir)
+    failure = None
+    try:
+        lock.acquire(api=f"http://{host}:{port}")
+        try:
+            api_taken = port_in_use(host, port)
+        except OSError as exc:
+            raise StackError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        if api_taken:
+            raise StackError(
+                f"port {port} (the API) is in use {port_holder(host, port)}; "
+                "free it or set TOKENQ_PORT"
+            )
         if redis_reachable(settings.redis_url):
             err.print(f"using Redis at {settings.redis_url}")
             for problem in redis_durability_problems(settings.redis_url):
                 err.print(f"[yellow]warning:[/yellow] {problem}")
             stack.env["TOKENQ_REDIS_URL"] = settings.redis_url
         else:
-            url = stack.start_redis(redis_port(settings.redis_url), settings.data_dir / "redis")
+            redis_at = redis_port(settings.redis_url)
+            if port_in_use("127.0.0.1", redis_at):
+                raise StackError(
+                    f"port {redis_at} (Redis) is in use {port_holder('127.0.0.1', redis_at)}, "
+                    f"but no Redis answers at {settings.redis_url}; free it or set TOKENQ_REDIS_URL"
+                )
+            url = stack.start_redis(redis_at, settings.data_dir / "redis")
             err.print(f"started Redis at {url} (data in {settings.data_dir / 'redis'})")
+        lock.update(redis=stack.env["TOKENQ_REDIS_URL"])
         for alias in aliases:
             stack.start_worker(alias, quiet=False)
             err.print(f"started worker for model {alias!r}")
         base = stack.start_api(host, port, quiet=False)
+        for alias in aliases:
+            stack.wait_worker(alias, MODEL_LOAD_TIMEOUT_S)
         err.print(
-            f"[green]tokenq is up:[/green] {base}  (docs: {base}/docs; Ctrl-C stops everything)"
+            f"[green]tokenq is up:[/green] {base}  (docs: {base}/docs; Ctrl-C stops everything)",
+            soft_wrap=True,
         )
-        signal.signal(signal.SIGTERM, _interrupt)
-        while all(p.poll() is None for _, p in stack.procs):
+        while (broken := stack.exited()) is None:
             time.sleep(0.5)
-        dead = [name for name, p in stack.procs if p.poll() is not None]
-        err.print(f"[red]{', '.join(dead)} exited; stopping[/red]")
-        raise typer.Exit(1)
+        failure = f"tokenq stopped: {broken}"
     except StackError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        failure = f"tokenq up failed: {exc}"
     except KeyboardInterrupt:
         err.print("stopping...")
     finally:
         stack.stop()
+        lock.release()
+    if failure is not None:
+        # Last, after the children's own shutdown lines: the one line that says why.
+        err.print(f"[red]{escape(failure)}[/red]", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -45,9 +45,14 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
         client = redis.Redis.from_url(settings.redis_url)
         name = f"{model.alias}@{socket.gethostname()}:{os.getpid()}"
         store = WorkerStore(client, settings.result_ttl_s, settings.max_attempts, name)
-        state["runner"] = Runner(
-            store, load_engine(model, settings), Publisher(store), settings.job_time_limit_s
-        )
+        try:
+            engine = load_engine(model, settings)
+        except Exception as exc:
+            # Celery logs and swallows an Exception from a signal handler and would then consume
+            # jobs with no model; SystemExit ends the worker instead (`tokenq up` reports it).
+            logger.exception("model %s did not load", model.alias)
+            raise SystemExit(1) from exc
+        state["runner"] = Runner(store, engine, Publisher(store), settings.job_time_limit_s)
         logger.info("model %s loaded (engine %s)", model.alias, model.engine)
 
     @worker_shutdown.connect(weak=False)
