@@ -26,14 +26,28 @@ def get_ws_service(websocket: WebSocket) -> JobService:
 
 def get_tenant(request: Request) -> str:
     host = request.client.host if request.client else None
-    return tenant_for(request.app.state.settings, request.headers.get("authorization"), host)
+    headers = request.headers
+    return tenant_for(
+        request.app.state.settings,
+        headers.get("authorization"),
+        host,
+        host=headers.get("host"),
+        origin=headers.get("origin"),
+    )
 
 
 def ws_tenant(websocket: WebSocket) -> str:
     """The WebSocket caller's tenant. Called in the handler, after accept(), so that an
     authentication error can be sent as a frame and a close code rather than a refused upgrade."""
     host = websocket.client.host if websocket.client else None
-    return tenant_for(websocket.app.state.settings, websocket.headers.get("authorization"), host)
+    headers = websocket.headers
+    return tenant_for(
+        websocket.app.state.settings,
+        headers.get("authorization"),
+        host,
+        host=headers.get("host"),
+        origin=headers.get("origin"),
+    )
 
 
 Tenant = Annotated[str, Depends(get_tenant)]

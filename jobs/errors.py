@@ -7,6 +7,7 @@ TokenqError                    500  server_error         the base
 ├── InvalidRequestError        400  invalid_request      malformed input (bad JSONL line, ...)
 │   └── CompletionRequestError 400  completion_request_error  a generation failed (Dify's code)
 ├── AuthenticationError        401  invalid_api_key      missing or unknown API key
+├── PermissionDeniedError      403  forbidden            a keyless API's Host or Origin not local
 ├── NotFoundError              404  not_found            unknown id, or another tenant's
 │   └── UnknownModelError      404  model_not_found      with the list of known aliases
 ├── ConflictError              409  conflict             e.g. cancelling a finished job
@@ -63,6 +64,12 @@ class AuthenticationError(TokenqError):
     status_code = 401
     type = "authentication_error"
     code = "invalid_api_key"
+
+
+class PermissionDeniedError(TokenqError):
+    status_code = 403
+    type = "permission_error"
+    code = "forbidden"
 
 
 class NotFoundError(TokenqError):

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="tenant name -> sha256 hex of its API key; empty = one anonymous tenant.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without API keys: host names the API answers to (Host and a browser's "
+        "Origin) besides localhost, 127.0.0.1 and ::1.",
+    )
 
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_batch_jobs: int = Field(50_000, ge=1)
