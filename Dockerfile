@@ -80,6 +80,7 @@ COPY api ./api
 COPY jobs ./jobs
 COPY worker ./worker
 COPY cli ./cli
+COPY tokenq ./tokenq
 COPY configs ./configs
 RUN pip install --no-deps -e . \
  && mkdir -p /app/var \

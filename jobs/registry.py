@@ -57,7 +57,7 @@ class ModelConfig(BaseModel):
     gguf: GGUFSource | None = None
     n_ctx: int = Field(2048, ge=64)
     n_gpu_layers: int = Field(0, ge=-1, description="-1 = all layers on the GPU")
-    threads: int | None = Field(None, ge=1, description="None = the cores of the machine")
+    threads: int | None = Field(None, ge=1, description="None = llama.cpp's default (4 threads)")
     n_batch: int = Field(512, ge=1)
     chat_template: str | None = Field(
         None, description="Jinja2 chat template; None = the one inside the GGUF"
