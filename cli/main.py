@@ -55,6 +55,7 @@ def up(
     Its children die with it however it ends; a failure to start is named in its last line.
     """
     import yaml
+    from pydantic import ValidationError
 
     from cli.ports import port_holder, port_in_use
     from cli.stack import MODEL_LOAD_TIMEOUT_S, StackLock
@@ -62,7 +63,19 @@ def up(
     from jobs.registry import Registry
     from jobs.settings import Settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            ": ".join(filter(None, ("TOKENQ_" + "_".join(map(str, e["loc"])).upper(), e["msg"])))
+            if e["loc"]
+            else e["msg"]
+            for e in exc.errors()
+        )
+        err.print(
+            f"[red]tokenq up failed:[/red] invalid settings: {escape(problems)}", soft_wrap=True
+        )
+        raise typer.Exit(2) from exc
     if not settings.api_keys and host not in ("127.0.0.1", "localhost", "::1"):
         err.print(
             "[red]refusing to serve without API keys on a non-loopback address[/red] (set TOKENQ_API_KEYS)"

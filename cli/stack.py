@@ -343,7 +343,7 @@ class Stack:
             code = proc.returncode
             how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
             when = " before it was ready" if before_ready else ""
-            why = self.last_error(proc)
+            why = self.last_error(proc) if code > 0 else None  # a signal says why itself
             log = self._logs[proc.pid]
             return (
                 f"{log.label} {how}{when}"
