@@ -97,6 +97,7 @@ def up(
     stack = Stack(log_dir=settings.data_dir / "logs")
     lock = StackLock(settings.data_dir)
     failure = None
+    interrupted = False
     try:
         lock.acquire(api=f"http://{host}:{port}")
         try:
@@ -140,9 +141,12 @@ def up(
         failure = f"tokenq up failed: {exc}"
     except KeyboardInterrupt:
         err.print("stopping...")
+        interrupted = True
     finally:
         stack.stop()
         lock.release()
+    if interrupted:
+        err.print("stopped")
     if failure is not None:
         # Last, after the children's own shutdown lines: the one line that says why.
         err.print(f"[red]{escape(failure)}[/red]", soft_wrap=True)

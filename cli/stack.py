@@ -150,6 +150,7 @@ class StackLock:
     def __init__(self, data_dir: Path):
         self.path = data_dir / "tokenq-up.lock"
         self._fd: int | None = None
+        self._info: dict[str, object] = {}
 
     def acquire(self, **info: object) -> None:
         try:
@@ -167,15 +168,15 @@ class StackLock:
             os.close(fd)
             raise StackError(self._already_running(holder)) from None
         self._fd = fd
-        self.update(**info)
+        self.update(pid=os.getpid(), **info)
 
     def update(self, **info: object) -> None:
+        """Add to what the file says about this `tokenq up` (its pid, API, Redis)."""
         if self._fd is None:
             return
-        current = self._read(self._fd)
-        data = json.dumps({**current, "pid": os.getpid(), **info}).encode()
+        self._info.update(info)
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        os.pwrite(self._fd, json.dumps(self._info).encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

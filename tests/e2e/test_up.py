@@ -170,7 +170,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         yield up
     finally:
         up.stop()
+    # Ctrl-C stops all of it, cleanly
     assert up.proc.returncode == 0, up.output()[-3000:]
+    assert up.last_line() == "stopped"
     assert_nothing_left(up)
 
 
