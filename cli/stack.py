@@ -36,6 +36,8 @@ _FAILURE_LINE = re.compile(
     r"no such|not a directory|not writable|read-only",
     re.IGNORECASE,
 )
+#: The last line of a Python traceback: the exception that ended the process.
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*: ")
 #: redis-server's line prefix: `pid:role date time level `.
 _REDIS_LOG_PREFIX = re.compile(r"^\d+:[XCSM] \d+ \w+ \d+ [\d:.]+ [.\-*#] ")
 #: How long `tokenq up` waits for a worker to load its model (assembling a split GGUF the first
@@ -241,13 +243,15 @@ def _pump(source: IO[bytes], log_path: Path | None) -> None:
 
 
 def failure_line(text: str) -> str | None:
-    """The line of a log that says why its process failed: the last that states a failure, else
-    the last line."""
+    """The line of a log that says why its process failed: the last exception of a traceback
+    (uvicorn's "Application startup failed" follows it), else the last line that states a
+    failure, else the last line."""
     lines = [_REDIS_LOG_PREFIX.sub("", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
-    for line in reversed(lines):
-        if _FAILURE_LINE.search(line):
-            return " ".join(line.split())
+    for pattern in (_EXCEPTION_LINE, _FAILURE_LINE):
+        for line in reversed(lines):
+            if pattern.search(line):
+                return " ".join(line.split())
     return " ".join(lines[-1].split()) if lines else None
 
 
