@@ -83,7 +83,6 @@ def start_up(
     port: int | None = None,
     redis_port: int | None = None,
     models: dict | None = None,
-    args: tuple[str, ...] = (),
 ) -> Up:
     """Run `tokenq up` with a user's defaults but for ports, data dir and models config."""
     config = tmp / f"{name}-models.yaml"
@@ -102,7 +101,7 @@ def start_up(
     output_path = tmp / f"{name}.out"
     with output_path.open("wb") as out:
         proc = subprocess.Popen(
-            [str(TOKENQ), "up", *args], env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT
+            [str(TOKENQ), "up"], env=env, cwd=tmp, stdout=out, stderr=subprocess.STDOUT
         )
     return Up(proc, data_dir, port, redis_port, output_path)
 
