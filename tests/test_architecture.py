@@ -21,7 +21,7 @@ import pytest
 
 from jobs import errors
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SURFACES = ("openai", "dify", "chatchat", "ws_chat")
 #: What native/ may import of a surface: OpenAI's Batch API file formats and wire models.
 NATIVE_MAY_IMPORT = {"api.openai.batches", "api.openai.protocol"}
