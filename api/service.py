@@ -4,6 +4,7 @@ reads them back (owned by the caller), follows them as they run, and cancels the
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import time
@@ -28,6 +29,7 @@ from jobs.errors import (
     UnavailableError,
 )
 from jobs.events import Event, EventType
+from jobs.grammars import grammar_problem, schema_problem
 from jobs.models import (
     MAX_TOKENS_CAP,
     Batch,
@@ -153,7 +155,12 @@ class JobService:
                 param="max_tokens",
             )
         sampling = request.to_sampling_params(max_tokens)
+        grammar_param = "grammar"
         if request.json_schema is not None:
+            grammar_param = "json_schema"
+            schema_chars = len(json.dumps(request.json_schema))
+            if why := schema_problem(request.json_schema, schema_chars):
+                raise InvalidRequestError(why, param="json_schema", code="schema_too_complex")
             try:
                 grammar = json_schema_grammar(request.json_schema or None)
             except Exception as exc:  # the converter raises plain errors on schemas it cannot do
@@ -161,8 +168,12 @@ class JobService:
                     f"json_schema cannot be turned into a grammar: {exc}", param="json_schema"
                 ) from exc
             sampling = sampling.model_copy(update={"grammar": grammar})
-        if sampling.grammar is not None and (why := tokenizer.grammar_error(sampling.grammar)):
-            raise InvalidRequestError(why, param="grammar", code="invalid_grammar")
+        if sampling.grammar is not None:
+            # Bounds first: llama.cpp's parser crashes on deep grammars (jobs/grammars.py).
+            if why := grammar_problem(sampling.grammar):
+                raise InvalidRequestError(why, param=grammar_param, code="grammar_too_complex")
+            if why := tokenizer.grammar_error(sampling.grammar):
+                raise InvalidRequestError(why, param=grammar_param, code="invalid_grammar")
         spec = JobSpec(
             model=model.alias,
             prompt=prompt,

@@ -27,6 +27,7 @@ import numpy as np
 from llama_cpp import _internals as internals
 
 from jobs.errors import EngineError
+from jobs.grammars import grammar_problem
 from jobs.llama_log import route_llama_logs
 from jobs.models import FinishReason, SamplingParams, TokenLogprob
 from jobs.registry import ModelConfig
@@ -109,6 +110,9 @@ def build_sampler(model: internals.LlamaModel, sampling: SamplingParams) -> inte
         penalty_present=sampling.presence_penalty,
     )
     if sampling.grammar is not None:
+        if why := grammar_problem(sampling.grammar):  # the API refuses these; so does the worker
+            sampler.close()
+            raise EngineError(why)
         grammar = llama_cpp.llama_sampler_init_grammar(
             model.vocab, sampling.grammar.encode(), b"root"
         )

@@ -208,5 +208,43 @@ def test_batches_are_json_jsonl_or_multipart_only(client: httpx.Client, content_
     assert _error(response, 415)["code"] == "unsupported_media_type"
 
 
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"json_schema": {"type": "string", "maxLength": 30000}}, "schema_too_complex"),
+        (
+            {"json_schema": {"type": "array", "items": {"type": "integer"}, "maxItems": 10**9}},
+            "schema_too_complex",
+        ),
+        ({"json_schema": {"enum": [f"v{i}" for i in range(100_000)]}}, "schema_too_complex"),
+        ({"grammar": "root ::= " + "(" * 20_000 + '"a"' + ")" * 20_000}, "grammar_too_complex"),
+    ],
+)
+def test_grammars_that_would_crash_llama_cpp_are_refused(
+    client: httpx.Client, body: dict, code: str
+) -> None:
+    # Each of these killed the API process (SIGSEGV in llama.cpp's grammar parser), or grew it
+    # past memory, or stalled it for seconds; now they are refused before llama.cpp sees them.
+    error = _error(client.post("/v1/jobs", json={"model": "smollm2", "prompt": "a", **body}), 400)
+    assert error["code"] == code
+    assert client.get("/healthz").status_code == 200
+
+
+def test_an_openai_response_format_schema_is_bounded_too(client: httpx.Client) -> None:
+    schema = {"type": "string", "maxLength": 30000}
+    response = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "a"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema},
+            },
+        },
+    )
+    assert _error(response, 400)["code"] == "schema_too_complex"
+
+
 def test_the_api_is_still_up(client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from jobs.errors import EngineError
 from jobs.models import FinishReason, SamplingParams
 from jobs.registry import Registry
 from jobs.settings import ROOT, Settings
@@ -148,3 +149,13 @@ def test_stop_sequences_and_the_slot_context_budget(engine: BatchEngine) -> None
     assert " 7" not in text(chunks) and "6" in text(chunks)
     with pytest.raises(PromptTooLongError, match="512 tokens of context"):
         run(engine, request("hello " * 400, max_tokens=200))
+
+
+def test_the_engine_refuses_a_grammar_that_would_crash_llama_cpp(engine: BatchEngine) -> None:
+    # 20,000 nested groups: llama.cpp's parser dies with SIGSEGV on these (jobs/grammars.py);
+    # the API refuses them, and so does the worker, whatever reaches it.
+    deep = "root ::= " + "(" * 20_000 + '"a"' + ")" * 20_000
+    with pytest.raises(EngineError, match="nests 20000 levels"):
+        run(engine, request("Say a:", max_tokens=2, grammar=deep))
+    chunks = run(engine, request("Say a:", max_tokens=2, grammar='root ::= "a"'))
+    assert text(chunks) == "a"  # the engine goes on serving
