@@ -41,6 +41,7 @@ test: install
 bench: install
 	$(PY) -m benchmarks.bench_core
 	$(PY) -m benchmarks.bench_batching
+	$(PY) -m benchmarks.bench_stall
 
 lint: install
 	$(VENV)/bin/ruff check .

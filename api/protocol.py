@@ -115,7 +115,18 @@ class CreateJobRequest(Samplers):
             raise ValueError("template applies to prompt/inputs, not to messages")
         if self.grammar is not None and self.json_schema is not None:
             raise ValueError("give either grammar or json_schema, not both")
+        if (chars := self.text_chars()) > MAX_PROMPT_CHARS:
+            raise ValueError(
+                f"the prompt's text (prompt, inputs and messages together) is {chars} characters; "
+                f"the limit is {MAX_PROMPT_CHARS}"
+            )
         return self
+
+    def text_chars(self) -> int:
+        """Characters of text the prompt is made of, before templates and chat formatting."""
+        inputs = sum(len(k) + len(v) for k, v in (self.inputs or {}).items())
+        messages = sum(len(m.content) for m in self.messages or ())
+        return len(self.prompt or "") + inputs + messages
 
     def to_sampling_params(self, max_tokens: int) -> SamplingParams:
         """The sampling of this request; `max_tokens` as the service decided it (see

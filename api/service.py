@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
+import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from celery import Celery
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -54,6 +59,10 @@ BatchItem = dict[str, object] | CreateJobRequest | BatchLineError
 MAX_BATCH_ERRORS = 100
 #: Jobs read per Redis round trip when a batch's jobs are read back (exports, cancel).
 BATCH_PAGE = 500
+#: Requests rendered, tokenized and checked at once (the rest wait their turn).
+VALIDATION_THREADS = max(1, os.cpu_count() or 1)
+
+T = TypeVar("T")
 
 
 #: The ids tokenq hands out: a prefix, then 24 hex digits (new_id; files: `file-<hex>`).
@@ -91,6 +100,11 @@ class JobService:
         self.celery = celery
         self.hub = hub
         self._tokenizers: dict[str, Tokenizer] = {}
+        self._tokenizers_lock = threading.Lock()
+        # Rendering, tokenizing and grammar checks run in threads, never on the event loop, and
+        # at most this many at once: a flood of heavy requests queues here instead of starving
+        # every stream and /healthz.
+        self._validation = anyio.CapacityLimiter(VALIDATION_THREADS)
 
     @property
     def stream_ping_s(self) -> float:
@@ -98,10 +112,15 @@ class JobService:
         return self.settings.stream_ping_s
 
     def tokenizer(self, alias: str) -> Tokenizer:
-        if alias not in self._tokenizers:
-            model = self.registry.get(alias)
-            self._tokenizers[alias] = load_tokenizer(model, self.settings.data_dir)
-        return self._tokenizers[alias]
+        with self._tokenizers_lock:  # validation threads may ask for a model's first at once
+            if alias not in self._tokenizers:
+                model = self.registry.get(alias)
+                self._tokenizers[alias] = load_tokenizer(model, self.settings.data_dir)
+            return self._tokenizers[alias]
+
+    async def _off_the_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """fn(*args) in a validation thread (see __init__)."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._validation)
 
     # --- submit ------------------------------------------------------------------------------
 
@@ -213,10 +232,7 @@ class JobService:
     ) -> list[Job]:
         """Jobs that answer one request (OpenAI's n choices are several): all are validated
         first (one bad request rejects them all), then written, then enqueued."""
-        jobs = [
-            self.build_job(request, tenant, default_max_tokens=default_max_tokens)
-            for request in requests
-        ]
+        jobs = await self._off_the_loop(self._build_jobs, requests, tenant, default_max_tokens)
         await self.admit(tenant, len(jobs))
         try:
             await self.store.create(jobs)
@@ -225,6 +241,14 @@ class JobService:
             raise
         await self.enqueue(jobs)
         return jobs
+
+    def _build_jobs(
+        self, requests: Sequence[CreateJobRequest], tenant: str, default_max_tokens: int
+    ) -> list[Job]:
+        return [
+            self.build_job(request, tenant, default_max_tokens=default_max_tokens)
+            for request in requests
+        ]
 
     async def submit_batch(
         self,
@@ -269,7 +293,7 @@ class JobService:
                 metadata=metadata,
                 input_file_id=input_file_id,
             )
-            jobs, line_errors = await run_in_threadpool(
+            jobs, line_errors = await self._off_the_loop(
                 self._build_batch_jobs,
                 items,
                 tenant,

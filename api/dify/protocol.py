@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.errors import request_errors, validation_message
-from api.protocol import CreateJobRequest
+from api.protocol import MAX_PROMPT_CHARS, CreateJobRequest
 from jobs.errors import InvalidRequestError, TokenqError
 from jobs.models import Job, MaxTokens, Seed, Temperature, TopP
 
@@ -32,7 +32,9 @@ class CreateCompletionMessageRequest(BaseModel):
     inputs: dict[str, InputValue] = Field(
         default_factory=dict, description="Template variables (the app's prompt variables)."
     )
-    query: str = Field("", description="The user's input; fills {input} and {query}.")
+    query: str = Field(
+        "", max_length=MAX_PROMPT_CHARS, description="The user's input; fills {input} and {query}."
+    )
     response_mode: Literal["blocking", "streaming"] | None = Field(
         None, description="`streaming` (SSE) or `blocking` (the default)."
     )

@@ -246,5 +246,15 @@ def test_an_openai_response_format_schema_is_bounded_too(client: httpx.Client) -
     assert _error(response, 400)["code"] == "schema_too_complex"
 
 
+def test_prompt_text_is_bounded_in_total(client: httpx.Client) -> None:
+    # 10 MB of template inputs stalled every client for seconds while it was rendered; the
+    # total is bounded now (and rendering runs off the event loop).
+    inputs = {f"v{i}": "x" * 400_000 for i in range(3)}  # 1.2 M characters, under the body limit
+    response = client.post("/v1/jobs", json={"template": "default", "inputs": inputs})
+    assert "limit is 1000000" in _error(response, 422)["message"]
+    dify = client.post("/v1/completion-messages", json={"query": "x" * 1_000_001, "user": "u"})
+    assert dify.status_code == 400 and dify.json()["code"] == "invalid_param", dify.text
+
+
 def test_the_api_is_still_up(client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200
