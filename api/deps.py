@@ -8,43 +8,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from api.auth import tenant_for
 from api.service import JobService
 
 
-def get_service(request: Request) -> JobService:
-    service: JobService = request.app.state.service
+def get_service(connection: HTTPConnection) -> JobService:
+    """The one JobService (HTTP routes and WebSockets alike)."""
+    service: JobService = connection.app.state.service
     return service
 
 
-def get_ws_service(websocket: WebSocket) -> JobService:
-    service: JobService = websocket.app.state.service
-    return service
-
-
-def get_tenant(request: Request) -> str:
-    host = request.client.host if request.client else None
-    headers = request.headers
-    return tenant_for(
-        request.app.state.settings,
-        headers.get("authorization"),
-        host,
-        host=headers.get("host"),
-        origin=headers.get("origin"),
-    )
-
-
-def ws_tenant(websocket: WebSocket) -> str:
-    """The WebSocket caller's tenant. Called in the handler, after accept(), so that an
+def get_tenant(connection: HTTPConnection) -> str:
+    """The caller's tenant. WebSocket handlers call it themselves, after accept(), so that an
     authentication error can be sent as a frame and a close code rather than a refused upgrade."""
-    host = websocket.client.host if websocket.client else None
-    headers = websocket.headers
+    headers = connection.headers
     return tenant_for(
-        websocket.app.state.settings,
+        connection.app.state.settings,
         headers.get("authorization"),
-        host,
+        connection.client.host if connection.client else None,
         host=headers.get("host"),
         origin=headers.get("origin"),
     )
@@ -52,4 +36,3 @@ def ws_tenant(websocket: WebSocket) -> str:
 
 Tenant = Annotated[str, Depends(get_tenant)]
 Service = Annotated[JobService, Depends(get_service)]
-WsService = Annotated[JobService, Depends(get_ws_service)]

@@ -171,3 +171,21 @@ def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     return response.json()
+
+
+def create_openai_batch(
+    client: httpx.Client, content: bytes, endpoint: str = "/v1/completions"
+) -> httpx.Response:
+    """Upload a batch input file and create an OpenAI batch from it; the create's response."""
+    upload = client.post(
+        "/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}
+    )
+    assert upload.status_code == 200, upload.text
+    return client.post(
+        "/v1/batches",
+        json={
+            "input_file_id": upload.json()["id"],
+            "endpoint": endpoint,
+            "completion_window": "24h",
+        },
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, WebSocket, status
 from sse_starlette import EventSourceResponse
 
-from api.deps import Service, Tenant, WsService, ws_tenant
+from api.deps import Service, Tenant, get_tenant
 from api.native.sse import last_event_id, sse_response, websocket_stream
 from api.protocol import CreateJobRequest, JobResponse
 from jobs.errors import ConflictError, TokenqError
@@ -34,10 +34,10 @@ async def job_events(
 
 
 @router.websocket("/{job_id}/ws")
-async def job_websocket(websocket: WebSocket, job_id: str, service: WsService) -> None:
+async def job_websocket(websocket: WebSocket, job_id: str, service: Service) -> None:
     await websocket.accept()
     try:
-        await service.owned_job(job_id, ws_tenant(websocket))
+        await service.owned_job(job_id, get_tenant(websocket))
         after_seq = last_event_id(websocket)
     except TokenqError as exc:
         # A close code is all a browser sees of a WebSocket error: 4000 + the HTTP status.

@@ -46,7 +46,7 @@ async def retrieve_model(model: str, tenant: Tenant, service: Service) -> Model:
 async def create_completion(
     body: CreateCompletionRequest, tenant: Tenant, service: Service
 ) -> Response:
-    return await serving.serve_completion(service, body, tenant)
+    return await serving.serve(service, body, tenant)
 
 
 @router.post(
@@ -57,4 +57,4 @@ async def create_completion(
 async def create_chat_completion(
     body: CreateChatCompletionRequest, tenant: Tenant, service: Service
 ) -> Response:
-    return await serving.serve_chat_completion(service, body, tenant)
+    return await serving.serve(service, body, tenant)

@@ -163,20 +163,20 @@ def _job_request(**fields: Any) -> CreateJobRequest:
 # --- serving ---------------------------------------------------------------------------------
 
 
-async def serve_completion(
-    service: JobService, request: CreateCompletionRequest, tenant: str
+async def serve(
+    service: JobService,
+    request: CreateCompletionRequest | CreateChatCompletionRequest,
+    tenant: str,
 ) -> Response:
-    requests = completion_job_requests(request)
+    """/v1/completions or /v1/chat/completions: the jobs of every choice, then the answer."""
+    chat = isinstance(request, CreateChatCompletionRequest)
+    requests = (
+        chat_job_requests(request)
+        if isinstance(request, CreateChatCompletionRequest)
+        else completion_job_requests(request)
+    )
     jobs = await service.submit(requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS)
-    return await _respond(service, jobs, request, chat=False, n=request.n)
-
-
-async def serve_chat_completion(
-    service: JobService, request: CreateChatCompletionRequest, tenant: str
-) -> Response:
-    requests = chat_job_requests(request)
-    jobs = await service.submit(requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS)
-    return await _respond(service, jobs, request, chat=True, n=request.n)
+    return await _respond(service, jobs, request, chat=chat, n=request.n)
 
 
 async def _respond(

@@ -11,7 +11,7 @@ import logging
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from api.deps import WsService, ws_tenant
+from api.deps import Service, get_tenant
 from api.errors import validation_message
 from api.service import JobService
 from api.streaming import Restarted, TextDelta
@@ -25,10 +25,10 @@ router = APIRouter(tags=["ws-chat"])
 
 
 @router.websocket("/ws/chat")
-async def ws_chat(websocket: WebSocket, service: WsService) -> None:
+async def ws_chat(websocket: WebSocket, service: Service) -> None:
     await websocket.accept()
     try:
-        tenant = ws_tenant(websocket)
+        tenant = get_tenant(websocket)
     except TokenqError as exc:
         await websocket.send_json(error_frame(exc.status_code, exc.message, exc.code))
         await websocket.close(code=4000 + exc.status_code, reason=exc.message[:120])

@@ -14,6 +14,7 @@ import redis
 
 from cli.stack import Stack, free_port
 from jobs import keys
+from tests.conftest import create_openai_batch
 
 CAROL_KEY = "carol-secret-key"
 LIMIT = 60
@@ -98,18 +99,7 @@ def test_an_openai_batch_counts_only_its_good_lines(
         {**line, "custom_id": "b", "body": {"model": "idle", "prompt": "x", "max_tokens": 0}},
         {**line, "custom_id": "c", "body": {"model": "nope", "prompt": "x"}},
     ]
-    content = "\n".join(json.dumps(x) for x in lines).encode()
-    upload = carol.post(
-        "/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"}
-    ).json()
-    batch = carol.post(
-        "/v1/batches",
-        json={
-            "input_file_id": upload["id"],
-            "endpoint": "/v1/completions",
-            "completion_window": "24h",
-        },
-    )
+    batch = create_openai_batch(carol, "\n".join(json.dumps(x) for x in lines).encode())
     assert batch.status_code == 200, batch.text
     assert batch.json()["request_counts"]["failed"] == 2
     assert _inflight(redis_client) == 1

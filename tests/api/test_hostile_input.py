@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import MAX_BODY_BYTES, submit, wait_job
+from tests.conftest import MAX_BODY_BYTES, create_openai_batch, submit, wait_job
 from tokenq.client import iter_sse
 
 JSONL = {"Content-Type": "application/jsonl"}
@@ -124,17 +124,7 @@ def test_openai_input_file_lines_that_cannot_be_stored_fail_alone(client: httpx.
         b'{"custom_id": "\\ud800", "method": "POST", "url": "/v1/completions", "body": {}}',
         b"[" * 100_000,
     ]
-    upload = client.post(
-        "/v1/files", files={"file": ("in.jsonl", b"\n".join(lines))}, data={"purpose": "batch"}
-    ).json()
-    batch = client.post(
-        "/v1/batches",
-        json={
-            "input_file_id": upload["id"],
-            "endpoint": "/v1/completions",
-            "completion_window": "24h",
-        },
-    )
+    batch = create_openai_batch(client, b"\n".join(lines))
     assert batch.status_code == 200, batch.text
     counts = batch.json()["request_counts"]
     assert (counts["total"], counts["failed"]) == (3, 2), counts
@@ -142,17 +132,7 @@ def test_openai_input_file_lines_that_cannot_be_stored_fail_alone(client: httpx.
 
 @pytest.mark.usefixtures("batch_keys")
 def test_an_input_file_that_is_not_utf8_is_400(client: httpx.Client) -> None:
-    upload = client.post(
-        "/v1/files", files={"file": ("in.jsonl", b'{"a": "\xff"}\n')}, data={"purpose": "batch"}
-    ).json()
-    response = client.post(
-        "/v1/batches",
-        json={
-            "input_file_id": upload["id"],
-            "endpoint": "/v1/completions",
-            "completion_window": "24h",
-        },
-    )
+    response = create_openai_batch(client, b'{"a": "\xff"}\n')
     assert _error(response, 400)["code"] == "invalid_encoding"
 
 
