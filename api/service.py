@@ -4,13 +4,15 @@ reads them back (owned by the caller), follows them as they run, and cancels the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import re
 import secrets
 import threading
 import time
-from collections import defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -20,7 +22,7 @@ from celery import Celery
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import invalid_request
+from api.errors import REDIS_OUTAGES, invalid_request
 from api.protocol import CreateJobRequest
 from api.streaming import EventHub, Finished, JobUpdate, Restarted, TextDelta, follow
 from jobs import keys
@@ -31,7 +33,6 @@ from jobs.errors import (
     PayloadTooLargeError,
     TokenqError,
     TooManyJobsError,
-    UnavailableError,
 )
 from jobs.events import Event, EventType
 from jobs.grammars import grammar_problem, schema_problem
@@ -48,7 +49,7 @@ from jobs.models import (
 from jobs.queue import enqueue
 from jobs.registry import Registry
 from jobs.settings import Settings
-from jobs.store import AsyncStore
+from jobs.store import Admission, AsyncStore
 from jobs.templates import PromptTemplates
 from jobs.tokenizer import Tokenizer, json_schema_grammar, load_tokenizer
 
@@ -63,6 +64,8 @@ BATCH_PAGE = 500
 VALIDATION_THREADS = max(1, os.cpu_count() or 1)
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 #: The ids tokenq hands out: a prefix, then 24 hex digits (new_id; files: `file-<hex>`).
@@ -213,15 +216,17 @@ class JobService:
             expires_at=expires_at,
         )
 
-    async def admit(self, tenant: str, n: int) -> None:
+    async def admit(self, tenant: str, n: int) -> Admission:
         """Count n more jobs in flight for the tenant, in one Redis step; 429 when that would
-        pass its limit. The caller releases what it admitted and did not create."""
-        inflight = await self.store.admit(tenant, n, self.settings.max_inflight)
-        if inflight is not None:
+        pass its limit. What is admitted and not created is given back: by release(), or by
+        itself when the admission lapses (an API killed mid-submit)."""
+        admission = await self.store.admit(tenant, n, self.settings.max_inflight)
+        if not isinstance(admission, Admission):
             raise TooManyJobsError(
-                f"{inflight} of your jobs are in flight; {n} more would pass the limit of "
+                f"{admission} of your jobs are in flight; {n} more would pass the limit of "
                 f"{self.settings.max_inflight}. Retry when some have finished."
             )
+        return admission
 
     async def submit(
         self,
@@ -231,15 +236,16 @@ class JobService:
         default_max_tokens: int = MAX_TOKENS_CAP,
     ) -> list[Job]:
         """Jobs that answer one request (OpenAI's n choices are several): all are validated
-        first (one bad request rejects them all), then written, then enqueued."""
+        first (one bad request rejects them all), then written and put in line in one step,
+        then a worker is told."""
         jobs = await self._off_the_loop(self._build_jobs, requests, tenant, default_max_tokens)
-        await self.admit(tenant, len(jobs))
+        admission = await self.admit(tenant, len(jobs))
         try:
-            await self.store.create(jobs)
+            await self.store.create(admission, jobs)
         except BaseException:
-            await self.store.release(tenant, len(jobs))
+            await self._release(admission)
             raise
-        await self.enqueue(jobs)
+        await self.send_tickets(jobs)
         return jobs
 
     def _build_jobs(
@@ -276,8 +282,7 @@ class JobService:
             )
         if model is not None:
             self.registry.get(model)
-        await self.admit(tenant, len(items))
-        created = 0  # admitted jobs that became records; the others are given back
+        admission = await self.admit(tenant, len(items))
         try:
             now = time.time()
             batch = Batch(
@@ -305,6 +310,7 @@ class JobService:
             if fail_bad_items:
                 batch = self._with_line_errors(batch, jobs, line_errors, model)
             await self.store.create(
+                admission,
                 jobs,
                 batch,
                 line_errors,
@@ -312,14 +318,10 @@ class JobService:
                 + self.settings.job_time_limit_s
                 + self.settings.result_ttl_s,
             )
-            created = len(jobs)
-        finally:
-            await self.store.release(tenant, len(items) - created)
-        try:
-            await self.enqueue(jobs)
-        except UnavailableError:
-            await self.store.mark_batch(batch.id, BatchStatus.FAILED, "failed_at")
+        except BaseException:
+            await self._release(admission)
             raise
+        await self.send_tickets(jobs)
         return batch
 
     @staticmethod
@@ -386,15 +388,23 @@ class JobService:
                 raise error.with_label(item_label.format(i=i, line=i + 1)) from exc
         return jobs, line_errors
 
-    async def enqueue(self, jobs: list[Job]) -> None:
-        by_model: dict[str, list[str]] = defaultdict(list)
-        for job in jobs:
-            by_model[job.spec.model].append(job.id)
+    async def _release(self, admission: Admission) -> None:
+        """Give an admission back; if Redis is what failed, it lapses by itself instead."""
+        with contextlib.suppress(*REDIS_OUTAGES):
+            await self.store.release(admission)
+
+    async def send_tickets(self, jobs: list[Job]) -> None:
+        """Tell the models' workers that jobs wait: one Celery message (a ticket) per job.
+
+        The jobs are already durable and in line; if this fails, the reconciler sends the
+        missing tickets within two of its rounds, so the request still succeeds.
+        """
+        by_model: Counter[str] = Counter(job.spec.model for job in jobs)
         try:
-            for model, ids in by_model.items():
-                await run_in_threadpool(enqueue, self.celery, model, ids)
-        except Exception as exc:  # the broker is Redis too; either way the job was not queued
-            raise UnavailableError(f"could not enqueue: {exc}") from exc
+            for model, count in by_model.items():
+                await run_in_threadpool(enqueue, self.celery, model, count)
+        except Exception:  # the broker is Redis too
+            logger.warning("tickets for %d job(s) not sent; the reconciler will", len(jobs))
 
     # --- read and follow -------------------------------------------------------------------
 

@@ -63,13 +63,62 @@ def tenant_inflight(tenant: str) -> str:
     return f"{PREFIX}:tenant:{tenant}:inflight"
 
 
+def tenant_reservations(tenant: str) -> str:
+    """Sorted set: jobs admitted and not yet written, as `<reservation id>:<n>` scored by the
+    time the reservation lapses (an API killed mid-submit gives its admission back by itself)."""
+    return f"{PREFIX}:tenant:{tenant}:reserved"
+
+
+def pending(model: str) -> str:
+    """Sorted set: the model's queued job ids, scored by their place in line (pending_seq).
+    The source of truth for what waits; a Celery message is only a ticket to claim from it."""
+    return f"{PREFIX}:pending:{model}"
+
+
+def suspects(model: str) -> str:
+    """Sorted set: the model's queued jobs whose last attempt lost its worker. Each runs alone,
+    so that a job that kills its worker cannot take healthy jobs with it."""
+    return f"{PREFIX}:suspects:{model}"
+
+
+def pending_seq() -> str:
+    """Integer: the last place in line handed out (pending scores, FIFO across batches)."""
+    return f"{PREFIX}:pending:seq"
+
+
+def leases() -> str:
+    """Sorted set: running job ids scored by the time their attempt's lease lapses."""
+    return f"{PREFIX}:leases"
+
+
+def workers(model: str) -> str:
+    """Sorted set: worker names serving a model, scored by the time their heartbeat lapses."""
+    return f"{PREFIX}:workers:{model}"
+
+
+def worker(name: str) -> str:
+    """Hash (with a TTL): one worker's heartbeat: model, host, pid, slots, running jobs."""
+    return f"{PREFIX}:worker:{name}"
+
+
+def reconciler_lock() -> str:
+    """String (with a TTL): the worker whose reconciler runs now (one at a time)."""
+    return f"{PREFIX}:reconciler"
+
+
+def drainer(model: str) -> str:
+    """String (with a TTL): the worker emptying its slots to run a suspect of the model alone."""
+    return f"{PREFIX}:drainer:{model}"
+
+
 def idempotency(tenant: str, key: str) -> str:
     """String: the batch id created for a tenant's Idempotency-Key."""
     return f"{PREFIX}:idem:{tenant}:{key}"
 
 
 def model_queue(alias: str) -> str:
-    """Celery queue (a Redis list in kombu) that the workers of one model consume."""
+    """Celery queue (a Redis list in kombu) that the workers of one model consume: its messages
+    are tickets, each lets one worker claim the next job of pending(alias)."""
     return f"{PREFIX}.model.{alias}"
 
 

@@ -194,6 +194,7 @@ class Job(BaseModel):
             "tenant": self.tenant,
             "status": self.status.value,
             "spec": self.spec.model_dump_json(),
+            "model": self.spec.model,  # for the Lua scripts, which never parse the spec
             "batch_id": self.batch_id or "",
             "custom_id": self.custom_id or "",
             "idx": "" if self.index is None else str(self.index),

@@ -10,8 +10,11 @@ from kombu import Queue
 from jobs import keys
 from jobs.settings import Settings
 
-#: The one task: run a job by id. Its only argument is the job id (the spec lives in Redis).
-RUN_JOB_TASK = "tokenq.run_job"
+#: The one task: a ticket to run the next job of a model's line (keys.pending). Its only argument
+#: is the model alias. Which job a ticket runs is decided when a worker claims it (claim_next.lua),
+#: so a lost or duplicated message never loses or doubles a job: the reconciler tops tickets up,
+#: and a spare ticket finds nothing to run.
+RUN_NEXT_TASK = "tokenq.run_next"
 
 #: Messages per pipelined publish (one Redis round trip each) when enqueueing a batch.
 ENQUEUE_CHUNK = 1000
@@ -43,7 +46,9 @@ def make_celery(settings: Settings, models: Sequence[str] = ()) -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Leases, not the broker connection, decide whether a running job is still ours: a job
+        # thread goes on through a broker outage (and a thread pool cannot cancel one anyway).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_send_task_events=False,
         task_default_queue=keys.model_queue("default"),
         task_queues=[
@@ -54,8 +59,8 @@ def make_celery(settings: Settings, models: Sequence[str] = ()) -> Celery:
     return app
 
 
-def enqueue(app: Celery, model: str, job_ids: Sequence[str]) -> None:
-    """Send one run_job message per job id, ENQUEUE_CHUNK messages per Redis round trip.
+def enqueue(app: Celery, model: str, count: int) -> None:
+    """Send `count` tickets for the model's line, ENQUEUE_CHUNK messages per Redis round trip.
 
     kombu's Producer.batch buffers the LPUSHes of each chunk in one pipeline. Messages go to the
     model's queue through the default exchange (routing key = queue name), so routing needs no
@@ -63,11 +68,10 @@ def enqueue(app: Celery, model: str, job_ids: Sequence[str]) -> None:
     """
     queue = keys.model_queue(model)
     with app.producer_or_acquire() as producer, producer.batch(max_size=ENQUEUE_CHUNK):
-        for job_id in job_ids:
+        for _ in range(count):
             app.send_task(
-                RUN_JOB_TASK,
-                args=[job_id],
+                RUN_NEXT_TASK,
+                args=[model],
                 queue=queue,  # a direct queue and no exchange: Celery publishes it anonymously
                 producer=producer,
-                task_id=job_id,
             )

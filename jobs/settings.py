@@ -46,7 +46,21 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         3600, ge=2, description="Redelivery delay of an unacked job; above the job time limit."
     )
-    max_attempts: int = Field(3, ge=1, le=20)
+    lease_s: float = Field(
+        15,
+        ge=3,
+        description="A running attempt's lease; its worker renews it every third of this. A job "
+        "whose lease lapsed (its worker is gone) is put back in line by the reconciler.",
+    )
+    reconcile_interval_s: float = Field(
+        5, gt=0, description="How often a worker's reconciler looks for lapsed leases."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Attempts of a job whose worker is lost each time, before it is failed.",
+    )
     result_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     batch_window_s: int = Field(24 * 3600, ge=1, description="A batch job's deadline to start.")
     stream_ping_s: float = Field(15.0, gt=0)

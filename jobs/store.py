@@ -6,8 +6,10 @@ the same scripts from jobs/lua/, each prefixed with _lib.lua.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -35,7 +37,44 @@ def _script_source(name: str) -> str:
     return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
 
 
-SCRIPT_NAMES = ("claim", "emit", "finish", "cancel", "admit")
+SCRIPT_NAMES = ("claim_next", "emit", "finish", "cancel", "admit", "commit", "requeue", "renew")
+
+#: Jobs written before their commit carry this TTL: an API killed between the writes and the
+#: commit leaves nothing behind for long (a batch exists whole or not at all).
+STAGING_TTL_S = 3600
+#: An admission lapses this long after it was made if its jobs were never committed.
+RESERVATION_TTL_S = 600
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Jobs admitted for a tenant (counted against its limit) and not yet committed."""
+
+    tenant: str
+    member: str  #: `<reservation id>:<n>` in keys.tenant_reservations(tenant)
+
+
+@dataclass(frozen=True)
+class Emit:
+    """One attempt's events for emit.lua (see WorkerStore.emit_many)."""
+
+    job: Job
+    fence: int
+    completion_tokens: int
+    events: list[tuple[str, str]]
+    #: the completion_tokens the attempt wrote last (None: do not check)
+    before: int | None = 0
+    #: the highest seq the attempt handed out (None: none); the log goes on above it
+    seq_floor: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An attempt a worker claimed: the job, its fencing token, and whether it must run alone."""
+
+    job: Job
+    fence: int
+    suspect: bool
 
 
 def job_keys(job: Job) -> list[str]:
@@ -78,21 +117,25 @@ class AsyncStore:
 
     async def create(
         self,
+        admission: Admission,
         jobs: list[Job],
         batch: Batch | None = None,
         line_errors: Sequence[BatchLineError] = (),
         line_errors_ttl_s: int | None = None,
     ) -> None:
-        """Write job records (and their batch) before anything is enqueued; the jobs were
-        admitted first (admit() counted them in flight).
+        """Write the admitted jobs (and their batch), then make them live in one atomic step.
 
-        Chunks go in MULTI/EXEC transactions so no chunk is half-written; the batch record is
-        written last, so a batch id never points at missing jobs. `line_errors` are the batch's
-        input lines that never became jobs (kept `line_errors_ttl_s`, past the batch's own end).
+        Records are written first with a staging TTL, WRITE_CHUNK per MULTI; the last MULTI
+        writes the batch record and runs commit.lua, which puts every job in its model's line,
+        drops the TTLs and turns the admission into in-flight count. Killed before that last
+        step, the writes expire and the admission lapses: a batch exists whole or not at all.
+        `line_errors` are the batch's input lines that never became jobs (kept
+        `line_errors_ttl_s`, past the batch's own end).
         """
         for start in range(0, len(jobs), WRITE_CHUNK):
             pipe = self.redis.pipeline(transaction=True)
-            for job in jobs[start : start + WRITE_CHUNK]:
+            chunk = jobs[start : start + WRITE_CHUNK]
+            for job in chunk:
                 record = job.to_redis()
                 record["seq"] = "1"
                 pipe.hset(keys.job(job.id), mapping=record)  # type: ignore[arg-type]
@@ -101,61 +144,82 @@ class AsyncStore:
                     {"e": initial_event(job.status, job.created_at)},
                     id="1-0",
                 )
-            if batch is not None:
-                pipe.rpush(
-                    keys.batch_jobs(batch.id), *(j.id for j in jobs[start : start + WRITE_CHUNK])
-                )
+                pipe.expire(keys.job(job.id), STAGING_TTL_S)
+                pipe.expire(keys.job_events(job.id), STAGING_TTL_S)
+            if batch is not None and chunk:
+                pipe.rpush(keys.batch_jobs(batch.id), *(j.id for j in chunk))
+                pipe.expire(keys.batch_jobs(batch.id), STAGING_TTL_S)
+            if batch is None and start + WRITE_CHUNK >= len(jobs):
+                await self._commit(pipe, admission, jobs, None)  # a request's jobs: one MULTI
             await pipe.execute()
-        if batch is not None:
-            pipe = self.redis.pipeline(transaction=True)
-            if line_errors:
-                errors_key = keys.batch_line_errors(batch.id)
-                lines: dict[str | bytes, str] = {
-                    str(e.index): e.model_dump_json() for e in line_errors
-                }
-                pipe.hset(errors_key, mapping=lines)  # type: ignore[arg-type]
-                pipe.expire(errors_key, line_errors_ttl_s or self.result_ttl_s)
-            pipe.hset(
-                keys.batch(batch.id),
-                mapping={**batch.to_redis(), "seq": "1"},  # type: ignore[dict-item]
-            )
-            pipe.xadd(
-                keys.batch_events(batch.id),
-                {"e": initial_event(batch.status, batch.created_at)},
-                id="1-0",
-            )
-            if batch.status == BatchStatus.FAILED:
-                # Failed before any job ran: no job will end its log or start its TTL, so here.
-                counts = {
-                    "total": batch.total,
-                    "succeeded": 0,
-                    "failed": batch.failed,
-                    "cancelled": 0,
-                    "expired": 0,
-                }
-                done = Event.encode(2, EventType.DONE, {"status": batch.status, "counts": counts})
-                pipe.xadd(keys.batch_events(batch.id), {"e": done}, id="2-0")
-                pipe.hset(keys.batch(batch.id), "seq", "2")
-                pipe.expire(keys.batch(batch.id), self.result_ttl_s)
-                pipe.expire(keys.batch_events(batch.id), self.result_ttl_s)
-            pipe.zadd(keys.tenant_batches(batch.tenant), {batch.id: batch.created_at})
-            await pipe.execute()
+        if batch is None:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        if line_errors:
+            errors_key = keys.batch_line_errors(batch.id)
+            lines: dict[str | bytes, str] = {str(e.index): e.model_dump_json() for e in line_errors}
+            pipe.hset(errors_key, mapping=lines)  # type: ignore[arg-type]
+            pipe.expire(errors_key, line_errors_ttl_s or self.result_ttl_s)
+        pipe.hset(
+            keys.batch(batch.id),
+            mapping={**batch.to_redis(), "seq": "1"},  # type: ignore[dict-item]
+        )
+        pipe.xadd(
+            keys.batch_events(batch.id),
+            {"e": initial_event(batch.status, batch.created_at)},
+            id="1-0",
+        )
+        if batch.status == BatchStatus.FAILED:
+            # Failed before any job ran: no job will end its log or start its TTL, so here.
+            counts = {
+                "total": batch.total,
+                "succeeded": 0,
+                "failed": batch.failed,
+                "cancelled": 0,
+                "expired": 0,
+            }
+            done = Event.encode(2, EventType.DONE, {"status": batch.status, "counts": counts})
+            pipe.xadd(keys.batch_events(batch.id), {"e": done}, id="2-0")
+            pipe.hset(keys.batch(batch.id), "seq", "2")
+            pipe.expire(keys.batch(batch.id), self.result_ttl_s)
+            pipe.expire(keys.batch_events(batch.id), self.result_ttl_s)
+        pipe.zadd(keys.tenant_batches(batch.tenant), {batch.id: batch.created_at})
+        await self._commit(pipe, admission, jobs, batch)
+        await pipe.execute()
+
+    async def _commit(
+        self, pipe: Any, admission: Admission, jobs: list[Job], batch: Batch | None
+    ) -> None:
+        args: list[str] = [admission.member, keys.batch_jobs(batch.id) if batch else ""]
+        for job in jobs:
+            args += [job.id, job.spec.model]
+        tenant = admission.tenant
+        await self._scripts["commit"](  # queued in the pipeline, run at its EXEC
+            keys=[keys.tenant_inflight(tenant), keys.tenant_reservations(tenant)],
+            args=args,
+            client=pipe,
+        )
 
     async def inflight(self, tenant: str) -> int:
         """The tenant's jobs accepted and not yet final."""
         return int(await self.redis.get(keys.tenant_inflight(tenant)) or 0)
 
-    async def admit(self, tenant: str, n: int, limit: int) -> int | None:
-        """Count n more jobs in flight for the tenant unless that passes `limit`: None when
-        admitted, else the count in flight now. Each admitted job is counted down when it ends
-        (finish.lua, cancel.lua); jobs admitted and then not created must be release()d."""
-        result = await self._scripts["admit"](keys=[keys.tenant_inflight(tenant)], args=[n, limit])
-        return None if int(result) == -1 else int(result)
+    async def admit(self, tenant: str, n: int, limit: int) -> Admission | int:
+        """Admit n more jobs for the tenant unless that passes `limit`: an Admission to create()
+        them with (or to release()), else the count in flight now. Each committed job is
+        counted down when it ends (finish_job in _lib.lua)."""
+        reservation = secrets.token_hex(8)
+        result = await self._scripts["admit"](
+            keys=[keys.tenant_inflight(tenant), keys.tenant_reservations(tenant)],
+            args=[n, limit, time.time(), reservation, RESERVATION_TTL_S],
+        )
+        if int(result) != -1:
+            return int(result)
+        return Admission(tenant, f"{reservation}:{n}")
 
-    async def release(self, tenant: str, n: int) -> None:
-        """Give back n admitted jobs that were never created."""
-        if n > 0:
-            await self.redis.decrby(keys.tenant_inflight(tenant), n)
+    async def release(self, admission: Admission) -> None:
+        """Give back an admission whose jobs were never committed."""
+        await self.redis.zrem(keys.tenant_reservations(admission.tenant), admission.member)
 
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(keys.job(job_id))
@@ -279,43 +343,98 @@ class WorkerStore:
         raw = self.redis.hgetall(keys.job(job_id))
         return Job.from_redis(_decode(raw)) if raw else None
 
-    def claim(self, job: Job) -> int | None:
-        """Start a new attempt; its number is the fencing token. None: nothing to run."""
-        result = self._scripts["claim"](
-            keys=job_keys(job),
+    def claim_next(self, model: str, lease_s: float, may_run_suspect: bool) -> Claim | str:
+        """Claim the next job in the model's line for a new attempt (its number is the fencing
+        token) under a lease; or "drain" (suspects wait: empty this worker first, then ask with
+        may_run_suspect) or "empty" (nothing waits)."""
+        reply = self._scripts["claim_next"](
+            keys=[],
             args=[
-                *channels(job.id, job.batch_id),
+                model,
                 time.time(),
                 self.result_ttl_s,
                 self.max_attempts,
                 self.worker_name,
+                lease_s,
+                "1" if may_run_suspect else "0",
             ],
         )
-        return int(result[1]) if result[0] == b"claimed" else None
+        outcome = reply[0].decode()
+        if outcome != "claimed":
+            return outcome
+        fields = [v.decode() for v in reply[3:]]
+        job = Job.from_redis(dict(zip(fields[::2], fields[1::2], strict=True)))
+        return Claim(job, int(reply[1]), reply[2] == b"1")
 
-    @staticmethod
-    def _emit_call(
-        job: Job, fence: int, completion_tokens: int, events: list[tuple[str, str]]
-    ) -> dict[str, Any]:
-        args: list[Any] = [keys.job_channel(job.id), fence, completion_tokens]
-        for etype, data in events:
-            args += [etype, data]
-        return {"keys": job_keys(job)[:2], "args": args}
+    def renew(
+        self, model: str, lease_s: float, heartbeat: str, held: Sequence[tuple[str, int]]
+    ) -> list[str]:
+        """Renew the leases of this worker's attempts (job id, fence) and its heartbeat in one
+        round trip; returns the ids of jobs it no longer owns."""
+        args: list[Any] = [time.time(), lease_s, self.worker_name, model, heartbeat]
+        for job_id, fence in held:
+            args += [job_id, fence]
+        lost = self._scripts["renew"](keys=[], args=args)
+        return [i.decode() for i in lost]
 
-    def emit(
-        self, job: Job, fence: int, completion_tokens: int, events: list[tuple[str, str]]
-    ) -> int:
-        """Append events in one round trip. 0: go on; 1: cancel requested; -1: fenced out."""
-        return int(self._scripts["emit"](**self._emit_call(job, fence, completion_tokens, events)))
+    def leave(self, model: str) -> None:
+        """This worker stops: it no longer serves the model."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(keys.workers(model), self.worker_name)
+        pipe.delete(keys.worker(self.worker_name))
+        pipe.execute()
 
-    def emit_many(self, batch: list[tuple[Job, int, int, list[tuple[str, str]]]]) -> list[int]:
-        """emit() for several jobs in one pipelined round trip; one answer per job."""
-        if len(batch) == 1:
-            return [self.emit(*batch[0])]
+    def requeue_expired(self, limit: int = 1000) -> dict[str, int]:
+        """Put running jobs whose lease lapsed back in line (as suspects), or fail those out of
+        attempts; returns how many went back per model."""
+        reply = self._scripts["requeue"](
+            keys=[], args=[time.time(), self.result_ttl_s, self.max_attempts, limit]
+        )
+        return {reply[i].decode(): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    def tickets_missing(self, models: Iterable[str]) -> dict[str, int]:
+        """Per model, queued jobs beyond the tickets waiting in its Celery queue (a ticket can be
+        lost: the API died after its commit, the broker failed, a worker took one and died)."""
+        names = list(models)
         pipe = self.redis.pipeline(transaction=False)
-        for call in batch:
-            self._scripts["emit"](**self._emit_call(*call), client=pipe)
-        return [int(answer) for answer in pipe.execute()]
+        for model in names:
+            pipe.zcard(keys.pending(model))
+            pipe.zcard(keys.suspects(model))
+            pipe.llen(keys.model_queue(model))
+        counts = pipe.execute()
+        missing = {}
+        for i, model in enumerate(names):
+            queued, suspects, tickets = counts[3 * i : 3 * i + 3]
+            if queued + suspects > tickets:
+                missing[model] = queued + suspects - tickets
+        return missing
+
+    def take_lock(self, key: str, ttl_s: float) -> bool:
+        """Hold `key` for ttl_s unless another worker holds it (extending our own hold)."""
+        if self.redis.set(key, self.worker_name, nx=True, px=int(ttl_s * 1000)):
+            return True
+        if self.redis.get(key) == self.worker_name.encode():
+            self.redis.pexpire(key, int(ttl_s * 1000))
+            return True
+        return False
+
+    def emit_many(self, calls: Sequence[Emit]) -> list[tuple[int, int]]:
+        """Append each attempt's events (emit.lua), all in one pipelined round trip; per call
+        (code, the log's last seq): code 0 go on, 1 cancel requested, -1 fenced out, -2 the log
+        lacks events the attempt wrote before."""
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            args: list[Any] = [
+                keys.job_channel(call.job.id),
+                call.fence,
+                call.completion_tokens,
+                "" if call.before is None else call.before,
+                "" if call.seq_floor is None else call.seq_floor,
+            ]
+            for etype, data in call.events:
+                args += [etype, data]
+            self._scripts["emit"](keys=job_keys(call.job)[:2], args=args, client=pipe)
+        return [(int(code), int(seq)) for code, seq in pipe.execute()]
 
     def finish(self, job: Job, fence: int, status: JobStatus, result: JobResult) -> bool:
         """Write the final result unless the job already has one or another attempt owns it."""

@@ -1,4 +1,5 @@
-"""The worker's Celery app: the run_job task and the model loaded once per worker process."""
+"""The worker's Celery app: the run_next task, and per worker process the model (loaded once),
+the lease keeper and the reconciler."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import redis
 from celery import Celery
 from celery.signals import worker_init, worker_shutdown
 
-from jobs.queue import RUN_JOB_TASK, make_celery
-from jobs.registry import ModelConfig
+from jobs.queue import RUN_NEXT_TASK, enqueue, make_celery
+from jobs.registry import ModelConfig, Registry
 from jobs.settings import Settings
 from jobs.store import WorkerStore
 from worker.engine import Engine
+from worker.leases import LeaseKeeper
 from worker.publisher import Publisher
+from worker.reconciler import Reconciler
 from worker.runner import Runner
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
     """
     app = make_celery(settings, [model.alias])
     state: dict[str, Runner] = {}
+    background: list[LeaseKeeper | Reconciler] = []
 
     @worker_init.connect(weak=False)
     def _load_model(**_: object) -> None:
@@ -52,11 +56,24 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
             # jobs with no model; SystemExit ends the worker instead (`tokenq up` reports it).
             logger.exception("model %s did not load", model.alias)
             raise SystemExit(1) from exc
-        state["runner"] = Runner(store, engine, Publisher(store), settings.job_time_limit_s)
+        leases = LeaseKeeper(store, model.alias, model.slots, settings.lease_s)
+        leases.start()
+        reconciler = Reconciler(
+            store,
+            Registry.load(settings.models_config).models,
+            lambda alias, n: enqueue(app, alias, n),
+            settings.reconcile_interval_s,
+            settings.lease_s,
+        )
+        reconciler.start()
+        background.extend([reconciler, leases])
+        state["runner"] = Runner(store, engine, Publisher(store), leases, settings.job_time_limit_s)
         logger.info("model %s loaded (engine %s)", model.alias, model.engine)
 
     @worker_shutdown.connect(weak=False)
     def _close(**_: object) -> None:
+        for part in background:
+            part.close()
         runner = state.pop("runner", None)
         if runner is not None:
             runner.publisher.close()
@@ -67,9 +84,9 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
             )
             runner.engine.close()
 
-    @app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
-    def run_job(job_id: str) -> str | None:
-        status = state["runner"].run(job_id)
+    @app.task(name=RUN_NEXT_TASK, acks_late=True, reject_on_worker_lost=True)
+    def run_next(alias: str) -> str | None:
+        status = state["runner"].run_next()
         return status.value if status else None
 
     return app

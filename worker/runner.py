@@ -1,9 +1,21 @@
-"""One job's lifecycle in a worker: claim, generate through the engine, stream, finish once."""
+"""One job's lifecycle in a worker: claim, generate through the engine, stream, finish once.
+
+A Celery message is a ticket: the runner claims the next job of its model's line under a lease
+(LeaseKeeper renews it) and runs it on the shared engine. A job that lost its worker before (a
+suspect) runs alone: the runner first lets its running jobs end, so that a job that kills its
+worker cannot take healthy jobs down with it again.
+
+Redis errors never drop an attempt's work: events wait in the publisher and the final result is
+retried until Redis answers (fencing decides whether it still counts), for up to
+REDIS_PATIENCE_S. Past that the attempt is given up and its lease lapses: the reconciler puts
+the job back in line.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 from jobs.errors import JobTimeLimitError
@@ -18,11 +30,18 @@ from jobs.models import (
     TokenLogprob,
     Usage,
 )
-from jobs.store import WorkerStore
+from jobs.store import Claim, WorkerStore
 from worker.engine import Chunk, Engine, Generation, GenerationRequest
+from worker.leases import LeaseKeeper
 from worker.publisher import Publisher, Stream
 
 logger = logging.getLogger(__name__)
+
+#: How long an attempt that has finished generating waits for Redis to take its events and
+#: result before it is given up (and its job re-run by the reconciler).
+REDIS_PATIENCE_S = 600.0
+#: Retry delays of a claim or a final write that Redis failed: from the first to the longest.
+RETRY_S = (0.1, 5.0)
 
 
 def _token_event(text: str, n: int, logprobs: tuple[TokenLogprob, ...] = ()) -> tuple[str, str]:
@@ -33,27 +52,79 @@ def _token_event(text: str, n: int, logprobs: tuple[TokenLogprob, ...] = ()) -> 
 
 
 class Runner:
-    """Runs jobs by id on one engine. Thread-safe as far as the engine is."""
+    """Runs the jobs of one model's line on one engine, one per task thread."""
 
     def __init__(
-        self, store: WorkerStore, engine: Engine, publisher: Publisher, time_limit_s: float
+        self,
+        store: WorkerStore,
+        engine: Engine,
+        publisher: Publisher,
+        leases: LeaseKeeper,
+        time_limit_s: float,
     ):
         self.store = store
         self.engine = engine
         self.publisher = publisher
+        self.leases = leases
         self.time_limit_s = time_limit_s
+        # Claims of this process, one at a time: who may run what depends on what runs.
+        self._slots = threading.Condition()
+        self._running = 0
+        self._alone = False  # a suspect runs: nothing else starts
+        self._draining = False  # a suspect waits: nothing else starts until the worker is empty
 
-    def run(self, job_id: str) -> JobStatus | None:
-        """Run one job to its final status; None when there was nothing to run."""
-        job = self.store.get_job(job_id)
-        if job is None:
-            logger.warning("job %s has no record (expired or never written); dropping", job_id)
+    def run_next(self) -> JobStatus | None:
+        """Claim the next job of the model's line and run it to its final status; None when
+        there was nothing to run (a spare ticket) or the attempt was given up."""
+        claim = self._claim()
+        if claim is None:
             return None
-        fence = self.store.claim(job)
-        if fence is None:
-            logger.info("job %s needs no run (already final, cancelled or expired)", job_id)
-            return None
-        return self._generate(job, fence)
+        try:
+            return self._generate(claim.job, claim.fence)
+        finally:
+            with self._slots:
+                self._running -= 1
+                self._alone = False
+                self._slots.notify_all()
+
+    def _claim(self) -> Claim | None:
+        delay = RETRY_S[0]
+        deadline = time.monotonic() + REDIS_PATIENCE_S
+        while True:
+            try:
+                return self._claim_once()
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("claiming a job failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_S[1])
+
+    def _claim_once(self) -> Claim | None:
+        model, lease_s = self.leases.model, self.leases.lease_s
+        with self._slots:
+            self._slots.wait_for(lambda: not self._alone and not self._draining)
+            outcome = self.store.claim_next(model, lease_s, may_run_suspect=self._running == 0)
+            if outcome == "drain":
+                # A suspect waits: start nothing new, let what runs end, then take it alone.
+                self._draining = True
+                try:
+                    self._slots.wait_for(lambda: self._running == 0)
+                    outcome = self.store.claim_next(model, lease_s, may_run_suspect=True)
+                finally:
+                    self._draining = False
+                    self._slots.notify_all()
+            if not isinstance(outcome, Claim):
+                return None
+            self._running += 1
+            self._alone = outcome.suspect
+            if outcome.suspect:
+                logger.warning(
+                    "job %s lost its worker before; attempt %d runs alone",
+                    outcome.job.id,
+                    outcome.fence,
+                )
+            return outcome
 
     def _generate(self, job: Job, fence: int) -> JobStatus | None:
         spec = job.spec
@@ -61,9 +132,11 @@ class Runner:
             GenerationRequest(prompt=spec.prompt, sampling=spec.sampling, chat=spec.chat)
         )
         stream = self.publisher.open(job, fence, on_stop=generation.cancel)
+        self.leases.hold(job.id, fence, on_lost=stream.fence_out)
         try:
             return self._attempt(job, fence, generation, stream)
         finally:
+            self.leases.release(job.id)  # after the final write: a job never runs unleased
             self.publisher.close_stream(stream)
 
     def _attempt(
@@ -78,7 +151,7 @@ class Runner:
         cancelled = False
         if spec.echo:
             parts.append(spec.prompt)
-            self.publisher.send(stream, 0, [_token_event(spec.prompt, 0)])
+            self.publisher.send(stream, 0, [_token_event(spec.prompt, 0)], spec.prompt)
         try:
             for chunk in generation:
                 last = chunk
@@ -94,6 +167,7 @@ class Runner:
                     stream,
                     chunk.completion_tokens,
                     [_token_event(chunk.text, chunk.completion_tokens, chunk.logprobs)],
+                    chunk.text,
                 )
                 if (stream.cancel_requested or stream.fenced) and not cancelled:
                     cancelled = True  # the generation ends at its next token; drain it
@@ -111,12 +185,9 @@ class Runner:
                 usage=_usage(last),
                 error=JobError(type=type(exc).__name__, message=str(exc)),
             )
-            stream.wait_flushed()
-            self.store.finish(job, fence, JobStatus.FAILED, result)
-            return JobStatus.FAILED
+            return self._finish(job, stream, JobStatus.FAILED, result)
 
         done_at = time.time()
-        stream.wait_flushed()  # every token event is in the log before the final one
         if stream.fenced:
             logger.warning("job %s attempt %d lost ownership; its result is dropped", job.id, fence)
             return None
@@ -140,10 +211,36 @@ class Runner:
                 ),
             ),
         )
-        if not self.store.finish(job, fence, status, result):
-            logger.warning("job %s already had a final result; attempt %d discarded", job.id, fence)
+        return self._finish(job, stream, status, result)
+
+    def _finish(
+        self, job: Job, stream: Stream, status: JobStatus, result: JobResult
+    ) -> JobStatus | None:
+        """Write the final result once every event is in the log, retrying Redis errors."""
+        deadline = time.monotonic() + REDIS_PATIENCE_S
+        # every token event is in the log before the final one
+        if not stream.wait_flushed(REDIS_PATIENCE_S):
+            logger.error(
+                "job %s: Redis took no events for %.0fs; giving up", job.id, REDIS_PATIENCE_S
+            )
             return None
-        return status
+        delay = RETRY_S[0]
+        while not stream.fenced:
+            try:
+                written = self.store.finish(job, stream.fence, status, result)
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    logger.error("job %s: its result could not be written; giving up", job.id)
+                    return None
+                logger.warning("writing job %s's result failed (%s); retrying", job.id, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_S[1])
+                continue
+            if written:
+                return status
+            break
+        logger.warning("job %s: attempt %d no longer owns it; result dropped", job.id, stream.fence)
+        return None
 
 
 def _usage(chunk: Chunk) -> Usage:

@@ -1,9 +1,32 @@
 -- Shared helpers, prepended to every tokenq script when it is loaded (jobs/store.py).
--- KEYS convention for every script: [1] job hash, [2] job stream, [3] batch hash, [4] batch stream,
--- [5] batch job list (3 to 5 are the job's own keys again when it belongs to no batch),
--- [6] the tenant's in-flight counter.
+-- KEYS convention of the per-job scripts: [1] job hash, [2] job stream, [3] batch hash, [4] batch
+-- stream, [5] batch job list (3 to 5 are the job's own keys again when it belongs to no batch),
+-- [6] the tenant's in-flight counter. Scripts that find their jobs themselves (claim_next,
+-- requeue) build the same table with keys_of(); key names are those of jobs/keys.py.
 
 local TERMINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
+local P = 'tokenq'
+
+local function job_key(id) return P .. ':job:' .. id end
+local function pending_key(model) return P .. ':pending:' .. model end
+local function suspects_key(model) return P .. ':suspects:' .. model end
+local LEASES = P .. ':leases'
+
+-- The KEYS table of the job `id` (the convention above) and its two channels.
+local function keys_of(id)
+  local tenant, batch_id = unpack(redis.call('HMGET', job_key(id), 'tenant', 'batch_id'))
+  local k = {job_key(id), job_key(id) .. ':events'}
+  local bchan = ''
+  if batch_id and batch_id ~= '' then
+    local b = P .. ':batch:' .. batch_id
+    k[3], k[4], k[5] = b, b .. ':events', b .. ':jobs'
+    bchan = P .. ':chan:batch:' .. batch_id
+  else
+    k[3], k[4], k[5] = k[1], k[2], k[1]
+  end
+  k[6] = P .. ':tenant:' .. (tenant or '') .. ':inflight'
+  return k, P .. ':chan:job:' .. id, bchan
+end
 
 -- Append one event to a log (hash counter `seq`, stream entry `<seq>-0`) and publish it.
 local function append(hash, stream, channel, etype, data)
@@ -26,31 +49,45 @@ local function counts_json(n)
          ',"cancelled":' .. n[4] .. ',"expired":' .. n[5] .. '}'
 end
 
+local EMPTY_CANCELLED = '{"text":"","finish_reason":"cancelled","usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0},"timings":null,"error":null}'
+local EMPTY_EXPIRED = '{"text":"","finish_reason":null,"usage":null,"timings":null,"error":null}'
+
+local function attempts_exceeded(max_attempts)
+  return '{"text":"","finish_reason":"error","usage":null,"timings":null,"error":{"type":"AttemptsExceededError","message":"the job was started ' ..
+    max_attempts .. ' times and its worker was lost each time"}}'
+end
+
 -- Move a job to a terminal status once, write its result, and roll it into its batch.
--- result_json is the job's result object: {text, finish_reason, usage, timings, error}.
-local function finish_job(status, result_json, now, ttl, chan, bchan)
-  local job_id, batch_id, custom_id, idx = unpack(redis.call('HMGET', KEYS[1], 'id', 'batch_id', 'custom_id', 'idx'))
-  redis.call('HSET', KEYS[1], 'status', status, 'finished_at', now, 'result', result_json)
-  append(KEYS[1], KEYS[2], chan, 'status', '{"status":"' .. status .. '","at":' .. now .. '}')
+-- K is the job's KEYS table; result_json is its result object: {text, finish_reason, usage,
+-- timings, error}. The job leaves every scheduling set (pending, suspects, leases).
+local function finish_job(K, status, result_json, now, ttl, chan, bchan)
+  local job_id, batch_id, custom_id, idx, model = unpack(redis.call('HMGET', K[1], 'id', 'batch_id', 'custom_id', 'idx', 'model'))
+  redis.call('HSET', K[1], 'status', status, 'finished_at', now, 'result', result_json)
+  append(K[1], K[2], chan, 'status', '{"status":"' .. status .. '","at":' .. now .. '}')
   local final_type = 'done'
   if status == 'failed' then final_type = 'error' end
-  append(KEYS[1], KEYS[2], chan, final_type, '{"status":"' .. status .. '","result":' .. result_json .. '}')
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  if redis.call('DECR', KEYS[6]) < 0 then redis.call('SET', KEYS[6], 0) end
+  append(K[1], K[2], chan, final_type, '{"status":"' .. status .. '","result":' .. result_json .. '}')
+  redis.call('EXPIRE', K[1], ttl)
+  redis.call('EXPIRE', K[2], ttl)
+  redis.call('ZREM', LEASES, job_id)
+  if model and model ~= '' then
+    redis.call('ZREM', pending_key(model), job_id)
+    redis.call('ZREM', suspects_key(model), job_id)
+  end
+  if redis.call('DECR', K[6]) < 0 then redis.call('SET', K[6], 0) end
   if not batch_id or batch_id == '' then return end
-  redis.call('HINCRBY', KEYS[3], status, 1)
-  local n = batch_counts(KEYS[3])
-  append(KEYS[3], KEYS[4], bchan, 'job',
+  redis.call('HINCRBY', K[3], status, 1)
+  local n = batch_counts(K[3])
+  append(K[3], K[4], bchan, 'job',
     '{"job_id":"' .. job_id .. '","custom_id":' .. cjson.encode(custom_id or '') .. ',"index":' .. idx ..
     ',"status":"' .. status .. '","counts":' .. counts_json(n) .. '}')
   if n[2] + n[3] + n[4] + n[5] >= n[1] then
-    local bstatus = redis.call('HGET', KEYS[3], 'status')
+    local bstatus = redis.call('HGET', K[3], 'status')
     local final = 'completed'
     if bstatus == 'cancelling' then final = 'cancelled' end
-    redis.call('HSET', KEYS[3], 'status', final, 'finalizing_at', now, final .. '_at', now)
-    append(KEYS[3], KEYS[4], bchan, 'status', '{"status":"' .. final .. '","at":' .. now .. '}')
-    append(KEYS[3], KEYS[4], bchan, 'done', '{"status":"' .. final .. '","counts":' .. counts_json(n) .. '}')
-    for i = 3, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
+    redis.call('HSET', K[3], 'status', final, 'finalizing_at', now, final .. '_at', now)
+    append(K[3], K[4], bchan, 'status', '{"status":"' .. final .. '","at":' .. now .. '}')
+    append(K[3], K[4], bchan, 'done', '{"status":"' .. final .. '","counts":' .. counts_json(n) .. '}')
+    for i = 3, 5 do redis.call('EXPIRE', K[i], ttl) end
   end
 end

@@ -5,8 +5,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
 if TERMINAL[status] then return status end
 if status == 'queued' then
-  finish_job('cancelled', '{"text":"","finish_reason":"cancelled","usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0},"timings":null,"error":null}',
-    ARGV[3], ARGV[4], ARGV[1], ARGV[2])
+  finish_job(KEYS, 'cancelled', EMPTY_CANCELLED, ARGV[3], ARGV[4], ARGV[1], ARGV[2])
   return 'cancelled'
 end
 redis.call('HSET', KEYS[1], 'cancel', '1')

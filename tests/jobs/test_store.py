@@ -1,29 +1,43 @@
-"""The Lua-backed store on a real Redis: claim fences attempts, results are written once."""
+"""The Lua-backed store on a real Redis: claims take jobs in line under leases and fence
+attempts, lapsed leases put jobs back as suspects, results are written once.
+
+Each test uses a model of its own (no worker serves it), so no real worker claims its jobs.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
+from importlib import resources
 
 import pytest
 import redis
 
+from jobs import keys
 from jobs.models import FinishReason, Job, JobResult, JobSpec, JobStatus, SamplingParams
-from jobs.store import WorkerStore
+from jobs.store import Claim, Emit, WorkerStore, channels, job_keys
+
+LEASE_S = 15
 
 
-def _job(redis_client: redis.Redis) -> Job:
+def _queued(redis_client: redis.Redis, model: str, place: int = 1, batch_id: str = "") -> Job:
+    """A job record in its model's line, as commit.lua leaves it."""
     job = Job(
         id=f"job_unit_{uuid.uuid4().hex}",
         tenant="t",
         status=JobStatus.QUEUED,
-        spec=JobSpec(model="fake", prompt="p", prompt_tokens=2, sampling=SamplingParams()),
+        spec=JobSpec(model=model, prompt="p", prompt_tokens=2, sampling=SamplingParams()),
+        batch_id=batch_id or None,
         created_at=time.time(),
     )
-    from jobs import keys
-
-    redis_client.hset(keys.job(job.id), mapping={**job.to_redis(), "seq": "1"})
+    redis_client.hset(keys.job(job.id), mapping={**job.to_redis(), "seq": "1", "place": place})
+    redis_client.zadd(keys.pending(model), {job.id: place})
     return job
+
+
+@pytest.fixture
+def model() -> str:
+    return f"unit-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
@@ -31,27 +45,109 @@ def store(redis_client: redis.Redis) -> WorkerStore:
     return WorkerStore(redis_client, result_ttl_s=60, max_attempts=2, worker_name="unit@test")
 
 
-def test_final_result_is_written_once_and_stale_attempts_are_fenced(
-    store: WorkerStore, redis_client: redis.Redis
+def _claim(store: WorkerStore, model: str, alone: bool = True) -> Claim:
+    claim = store.claim_next(model, LEASE_S, may_run_suspect=alone)
+    assert isinstance(claim, Claim), claim
+    return claim
+
+
+def _lapse(redis_client: redis.Redis, job: Job) -> None:
+    """As if the attempt's worker died a lease ago."""
+    redis_client.zadd(keys.leases(), {job.id: time.time() - 1})
+
+
+def test_jobs_are_claimed_in_line_and_a_running_job_is_never_claimed_twice(
+    store: WorkerStore, redis_client: redis.Redis, model: str
 ) -> None:
-    job = _job(redis_client)
-    first = store.claim(job)
-    second = store.claim(job)  # a redelivery while the first attempt still runs
-    assert (first, second) == (1, 2)
-    assert store.emit(job, first, 1, [("token", '{"text":"x","n":1}')]) == -1  # fenced out
-    assert store.emit(job, second, 1, [("token", '{"text":"y","n":1}')]) == 0
+    second = _queued(redis_client, model, place=2)
+    first = _queued(redis_client, model, place=1)
+    assert _claim(store, model).job.id == first.id
+    assert _claim(store, model).job.id == second.id
+    # a duplicate ticket finds nothing: the running jobs are not in line any more
+    assert store.claim_next(model, LEASE_S, may_run_suspect=True) == "empty"
+    assert redis_client.zscore(keys.leases(), first.id) > time.time() + LEASE_S - 5
+    assert store.get_job(first.id).status == JobStatus.RUNNING
+
+
+def test_final_result_is_written_once_and_stale_attempts_are_fenced(
+    store: WorkerStore, redis_client: redis.Redis, model: str
+) -> None:
+    job = _queued(redis_client, model)
+    first = _claim(store, model).fence
+    _lapse(redis_client, job)
+    assert store.requeue_expired() == {model: 1}
+    second = _claim(store, model)  # the job went back in line as a suspect
+    assert (first, second.fence, second.suspect) == (1, 2, True)
+    stale = Emit(job, first, 1, [("token", '{"text":"x","n":1}')])
+    fresh = Emit(job, second.fence, 1, [("token", '{"text":"y","n":1}')])
+    assert [code for code, _ in store.emit_many([stale, fresh])] == [-1, 0]
     result = JobResult(text="y", finish_reason=FinishReason.STOP)
     assert store.finish(job, first, JobStatus.SUCCEEDED, result) is False
-    assert store.finish(job, second, JobStatus.SUCCEEDED, result) is True
-    assert store.finish(job, second, JobStatus.FAILED, result) is False
+    assert store.finish(job, second.fence, JobStatus.SUCCEEDED, result) is True
+    assert store.finish(job, second.fence, JobStatus.FAILED, result) is False
     assert store.get_job(job.id).status == JobStatus.SUCCEEDED
-    assert store.claim(job) is None  # a finished job is never run again
+    assert redis_client.zscore(keys.leases(), job.id) is None
+    assert store.renew(model, LEASE_S, "{}", [(job.id, second.fence)]) == [job.id]
 
 
-def test_attempts_are_capped(store: WorkerStore, redis_client: redis.Redis) -> None:
-    job = _job(redis_client)
-    assert store.claim(job) == 1 and store.claim(job) == 2
-    assert store.claim(job) is None
+def test_a_suspect_waits_for_a_worker_that_runs_nothing_else(
+    store: WorkerStore, redis_client: redis.Redis, model: str
+) -> None:
+    suspect = _queued(redis_client, model, place=1)
+    _claim(store, model)
+    _lapse(redis_client, suspect)
+    store.requeue_expired()
+    healthy = _queued(redis_client, model, place=2)
+    # a busy worker is told to drain first (and only one worker drains for the model)
+    assert store.claim_next(model, LEASE_S, may_run_suspect=False) == "drain"
+    other = WorkerStore(redis_client, 60, 2, "other@test")
+    assert _claim(other, model, alone=False).job.id == healthy.id
+    claim = _claim(store, model, alone=True)
+    assert (claim.job.id, claim.suspect) == (suspect.id, True)
+    assert redis_client.get(keys.drainer(model)) is None
+
+
+def test_attempts_are_capped(store: WorkerStore, redis_client: redis.Redis, model: str) -> None:
+    job = _queued(redis_client, model)
+    for _ in range(2):
+        _claim(store, model)
+        _lapse(redis_client, job)
+        store.requeue_expired()
     final = store.get_job(job.id)
     assert final.status == JobStatus.FAILED
+    assert final.attempt == 2
     assert final.result.error.type == "AttemptsExceededError"
+    assert store.claim_next(model, LEASE_S, may_run_suspect=True) == "empty"
+
+
+def test_a_log_that_lost_its_tail_is_noticed(
+    store: WorkerStore, redis_client: redis.Redis, model: str
+) -> None:
+    job = _queued(redis_client, model)
+    fence = _claim(store, model).fence
+    [(code, seq)] = store.emit_many([Emit(job, fence, 2, [("token", '{"text":"ab","n":2}')])])
+    assert code == 0
+    # As if Redis came back from an AOF without that write: the attempt wrote 2 tokens before
+    redis_client.hset(keys.job(job.id), "completion_tokens", 0)
+    [(code, _)] = store.emit_many([Emit(job, fence, 3, [("t", "{}")], before=2)])
+    assert code == -2
+    [(code, resynced)] = store.emit_many(
+        [Emit(job, fence, 3, [("reset", "{}")], before=None, seq_floor=seq + 10)]
+    )
+    assert code == 0 and resynced == seq + 11
+
+
+def test_lua_key_names_agree_with_jobs_keys(redis_client: redis.Redis, model: str) -> None:
+    lua = resources.files("jobs").joinpath("lua")
+    source = lua.joinpath("_lib.lua").read_text() + (
+        "\nlocal k, chan, bchan = keys_of(ARGV[1])\n"
+        "return {k[1], k[2], k[3], k[4], k[5], k[6], chan, bchan, pending_key(ARGV[2]),"
+        " suspects_key(ARGV[2]), LEASES}"
+    )
+    script = redis_client.register_script(source)
+    for batch_id in ("", "batch_unit"):
+        job = _queued(redis_client, model, batch_id=batch_id)
+        names = [n.decode() for n in script(keys=[], args=[job.id, model])]
+        expected = job_keys(job) + [c or "" for c in channels(job.id, job.batch_id)]
+        expected += [keys.pending(model), keys.suspects(model), keys.leases()]
+        assert names == expected

@@ -1,0 +1,55 @@
+-- A worker holding a ticket (a Celery message of the model's queue) claims the next job in line.
+-- ARGV: model, now, ttl, max_attempts, worker name, lease_s, may_run_suspect ('1' when the worker
+-- runs nothing else now).
+-- Returns {'claimed', attempt, suspect ('1'|'0'), the job hash as field, value, ...}
+--       | {'drain'}  suspects wait: run nothing new until this worker is empty, then ask again
+--       | {'empty'}  nothing waits (the ticket was spare)
+local model, now, ttl, max_attempts, worker, lease_s = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local suspects, pending = suspects_key(model), pending_key(model)
+local drainer = P .. ':drainer:' .. model
+-- Bounded: entries of jobs cancelled, expired or gone are dropped as they are met.
+for _ = 1, 200 do
+  local from, suspect = pending, '0'
+  if redis.call('ZCARD', suspects) > 0 then
+    if ARGV[7] == '1' then
+      from, suspect = suspects, '1'
+    else
+      local holder = redis.call('GET', drainer)
+      if not holder then
+        redis.call('SET', drainer, worker, 'EX', lease_s)
+        return {'drain'}
+      end
+      if holder == worker then return {'drain'} end
+    end
+  end
+  local popped = redis.call('ZPOPMIN', from)
+  if #popped == 0 then return {'empty'} end
+  local id = popped[1]
+  local K, chan, bchan = keys_of(id)
+  local status, cancel, expires_at = unpack(redis.call('HMGET', K[1], 'status', 'cancel', 'expires_at'))
+  if status == 'queued' then
+    if cancel == '1' then
+      finish_job(K, 'cancelled', EMPTY_CANCELLED, now, ttl, chan, bchan)
+    elseif expires_at and expires_at ~= '' and tonumber(expires_at) < tonumber(now) then
+      finish_job(K, 'expired', EMPTY_EXPIRED, now, ttl, chan, bchan)
+    else
+      local attempt = redis.call('HINCRBY', K[1], 'attempt', 1)
+      if attempt > max_attempts then
+        finish_job(K, 'failed', attempts_exceeded(max_attempts), now, ttl, chan, bchan)
+      else
+        if attempt > 1 then
+          append(K[1], K[2], chan, 'reset', '{"attempt":' .. attempt .. '}')
+        end
+        redis.call('HSET', K[1], 'status', 'running', 'started_at', now, 'worker', worker, 'completion_tokens', 0)
+        redis.call('ZADD', LEASES, tonumber(now) + lease_s, id)
+        append(K[1], K[2], chan, 'status', '{"status":"running","at":' .. now .. ',"attempt":' .. attempt .. '}')
+        if suspect == '1' and redis.call('GET', drainer) == worker then redis.call('DEL', drainer) end
+        local reply = {'claimed', attempt, suspect}
+        for _, v in ipairs(redis.call('HGETALL', K[1])) do reply[#reply + 1] = v end
+        return reply
+      end
+    end
+  end
+  -- anything else (gone, final, running under a lease) is not this ticket's to run
+end
+return {'empty'}
