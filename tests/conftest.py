@@ -4,7 +4,6 @@ One stack per test session (starting workers and loading models is the slow part
 - smollm2, gemma3: the real GGUF models (configs/models.yaml), for every user-facing path;
 - fake: the deterministic fake engine, fast, for scale and failure tests;
 - slow: the fake engine at 0.1 s per token, for cancel tests (a job is reliably mid-run);
-- crashy: the fake engine on a worker whose redelivery delay is short, for the SIGKILL test.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ def _models_config(path: Path) -> Path:
     models = dict(real["models"])
     models["fake"] = {"engine": "fake", "n_ctx": 4096, "slots": 8}
     models["slow"] = {"engine": "fake", "n_ctx": 4096, "fake_token_delay_s": 0.1}
-    models["crashy"] = {"engine": "fake", "n_ctx": 4096, "fake_token_delay_s": 0.1, "slots": 3}
     models["idle"] = {"engine": "fake", "n_ctx": 4096}  # no worker: its jobs stay queued
     path.write_text(yaml.safe_dump({"default": "smollm2", "models": models}))
     return path

@@ -1,11 +1,14 @@
 """A deterministic fake engine for scale and fault tests, where the model is not the point.
 
 It "generates" `tok0 tok1 ...` (one word per token) at a configurable pace, honours max_tokens,
-stop sequences and cancel, and fails on purpose when the prompt contains FAKE_FAIL_MARKER.
+stop sequences and cancel, fails on purpose when the prompt contains FAKE_FAIL_MARKER, and kills
+its whole worker process (as a crash in llama.cpp would) when it contains FAKE_CRASH_MARKER.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -17,6 +20,8 @@ from worker.text import TextAssembler
 
 #: A prompt containing this makes the fake engine raise mid-generation (failure-path tests).
 FAKE_FAIL_MARKER = "[[fail]]"
+#: A prompt containing this SIGKILLs the worker process mid-generation (poison-job tests).
+FAKE_CRASH_MARKER = "[[crash]]"
 
 
 class FakeGeneration:
@@ -40,6 +45,8 @@ class FakeGeneration:
                 break
             if FAKE_FAIL_MARKER in self._request.prompt and n == 2:
                 raise EngineError("fake engine failed on purpose")
+            if FAKE_CRASH_MARKER in self._request.prompt and n == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
             n += 1
             text = assembler.feed(f" tok{n - 1}".encode())
             if assembler.stopped:
