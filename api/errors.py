@@ -101,12 +101,17 @@ class OpenAIRoute(APIRoute):
         return route
 
 
+def error_headers(exc: TokenqError) -> dict[str, str] | None:
+    """The headers an error's response carries, on every surface: Retry-After on 429 and 503,
+    WWW-Authenticate on 401."""
+    if isinstance(exc, TooManyJobsError | UnavailableError):
+        return {"Retry-After": str(exc.retry_after_s)}
+    return {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+
+
 def _tokenq_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenqError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    if isinstance(exc, TooManyJobsError | UnavailableError):
-        headers = {"Retry-After": str(exc.retry_after_s)}
-    return JSONResponse(tokenq_error_body(exc), exc.status_code, headers=headers)
+    return JSONResponse(tokenq_error_body(exc), exc.status_code, headers=error_headers(exc))
 
 
 def _redis_outage(request: Request, exc: Exception) -> JSONResponse:

@@ -182,10 +182,12 @@ class JobResponse(BaseModel):
     usage: Usage | None = None
     timings: Timings | None = None
     error: JobError | None = None
+    #: why a queued job is not moving, when tokenq knows (no live worker serves its model)
+    notice: str | None = None
     urls: JobURLs
 
     @classmethod
-    def from_job(cls, job: Job, base: str = "") -> JobResponse:
+    def from_job(cls, job: Job, base: str = "", notice: str | None = None) -> JobResponse:
         result = job.result
         return cls(
             id=job.id,
@@ -205,6 +207,7 @@ class JobResponse(BaseModel):
             usage=result.usage if result else None,
             timings=result.timings if result else None,
             error=result.error if result else None,
+            notice=notice,
             urls=JobURLs(
                 self=f"{base}/v1/jobs/{job.id}",
                 events=f"{base}/v1/jobs/{job.id}/events",

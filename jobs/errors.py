@@ -18,6 +18,7 @@ TokenqError                    500  server_error         the base
 ├── TooManyJobsError           429  too_many_jobs_in_flight  the tenant's in-flight limit
 ├── GenerationFailedError      502  generation_failed    a job a request waited on failed
 ├── UnavailableError           503  unavailable          Redis is down, or the broker refused
+│   └── ModelUnavailableError  503  model_unavailable    no live worker serves the model
 └── JobFailure                 500  (worker side)        why a job ended `failed`
     ├── EngineError            500  engine_error         the engine's own errors
     │   ├── PromptTooLongError 500  engine_error         (worker/engine.py) past the context
@@ -138,8 +139,14 @@ class UnavailableError(TokenqError):
     code = "unavailable"
     #: Seconds a client should wait before trying again (Redis restarting, loading its AOF).
     retry_after_s = 2
-    #: Seconds a client should wait before trying again (Redis restarting, loading its AOF).
-    retry_after_s = 2
+
+
+class ModelUnavailableError(UnavailableError):
+    """A request that waits for its answer, for a model no live worker serves: it would wait
+    forever, so it is refused at once (native and batch jobs are accepted and wait)."""
+
+    code = "model_unavailable"
+    retry_after_s = 10
 
 
 class JobFailure(TokenqError):

@@ -71,6 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for model in ("smollm2", "gemma3", "fake", "slow"):
             st.start_worker(model)
         st.env["TOKENQ_BASE_URL"] = st.start_api("127.0.0.1", free_port())
+        for model in ("smollm2", "gemma3", "fake", "slow"):
+            st.wait_worker(model, 180)  # the surfaces answer 503 for a model with no worker
         yield st
     finally:
         st.stop()

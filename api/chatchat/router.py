@@ -30,7 +30,7 @@ router = APIRouter(prefix="/other", tags=["chatchat"])
 async def completion(
     body: ChatchatCompletionRequest, tenant: Tenant, service: Service
 ) -> EventSourceResponse:
-    [job] = await service.submit([body.to_job_request()], tenant)
+    [job] = await service.submit([body.to_job_request()], tenant, answer_waits=True)
     pieces = _pieces(service, job) if body.stream else _whole(service, job)
     return EventSourceResponse(
         pieces, ping=service.stream_ping_s, headers={"X-Tokenq-Job-Id": job.id}

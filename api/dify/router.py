@@ -20,14 +20,16 @@ from api.deps import Service, Tenant
 from api.dify import protocol as dify
 from api.dify import serving
 from api.dify.protocol import CreateCompletionMessageRequest, StopCompletionMessageRequest
-from api.errors import REDIS_OUTAGES, redis_unavailable
+from api.errors import REDIS_OUTAGES, error_headers, redis_unavailable
 from jobs.errors import TokenqError
 
 logger = logging.getLogger(__name__)
 
 
-def _dify_error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(dify.error_body(status, code, message), status)
+def _dify_error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(dify.error_body(status, code, message), status, headers=headers)
 
 
 class DifyRoute(APIRoute):
@@ -42,9 +44,10 @@ class DifyRoute(APIRoute):
             except RequestValidationError as exc:
                 return _dify_error_response(*dify.request_validation_error(exc))
             except TokenqError as exc:
-                return _dify_error_response(*dify.dify_error(exc))
+                return _dify_error_response(*dify.dify_error(exc), error_headers(exc))
             except REDIS_OUTAGES as exc:
-                return _dify_error_response(*dify.dify_error(redis_unavailable(exc)))
+                outage = redis_unavailable(exc)
+                return _dify_error_response(*dify.dify_error(outage), error_headers(outage))
             except StarletteHTTPException as exc:  # e.g. a body FastAPI could not parse
                 return _dify_error_response(*dify.http_error(exc.status_code, str(exc.detail)))
             except Exception:

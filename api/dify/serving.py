@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 async def create(service: JobService, body: CreateCompletionMessageRequest, tenant: str) -> Job:
-    [job] = await service.submit([body.to_job_request()], tenant)
+    [job] = await service.submit([body.to_job_request()], tenant, answer_waits=True)
     return job
 
 

@@ -56,6 +56,7 @@ class Model(BaseModel):
     owned_by: str = "tokenq"
     # --- tokenq extensions ---
     n_ctx: int = Field(description="Context of one job: prompt + max_tokens tokens.")
+    workers: int = Field(description="Live worker processes serving the model now.")
 
 
 class ListModelsResponse(BaseModel):

@@ -20,22 +20,27 @@ from api.service import JobService
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 
-def _model(service: JobService, alias: str) -> Model:
+def _model(service: JobService, alias: str, workers: int) -> Model:
     config = service.registry.get(alias)
     # "created": when the alias was configured (the models file's mtime), not a made-up date.
     created = int(service.settings.models_config.stat().st_mtime)
-    return Model(id=alias, created=created, n_ctx=config.n_ctx)
+    return Model(id=alias, created=created, n_ctx=config.n_ctx, workers=workers)
 
 
 @router.get("/models", response_model=ListModelsResponse)
 async def list_models(tenant: Tenant, service: Service) -> ListModelsResponse:
-    aliases = sorted(service.registry.models)
-    return ListModelsResponse(data=[_model(service, alias) for alias in aliases])
+    """The models a live worker serves now: a client that picks one from this list gets
+    answers (a configured model with no worker is left out; GET /readyz names it)."""
+    live = await service.live_workers()
+    served = sorted(alias for alias, workers in live.items() if workers)
+    return ListModelsResponse(data=[_model(service, alias, live[alias]) for alias in served])
 
 
 @router.get("/models/{model}", response_model=Model)
 async def retrieve_model(model: str, tenant: Tenant, service: Service) -> Model:
-    return _model(service, model)
+    """Any configured model, with its live worker count (0: requests for it are 503)."""
+    service.registry.get(model)
+    return _model(service, model, (await service.live_workers()).get(model, 0))
 
 
 @router.post(

@@ -175,7 +175,9 @@ async def serve(
         if isinstance(request, CreateChatCompletionRequest)
         else completion_job_requests(request)
     )
-    jobs = await service.submit(requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS)
+    jobs = await service.submit(
+        requests, tenant, default_max_tokens=DEFAULT_MAX_TOKENS, answer_waits=True
+    )
     return await _respond(service, jobs, request, chat=chat, n=request.n)
 
 

@@ -43,7 +43,7 @@ async def ws_chat(websocket: WebSocket, service: Service) -> None:
                 raw = (message.get("bytes") or b"").decode("utf-8", errors="replace")
             try:
                 turn = ChatTurnRequest.model_validate_json(raw)
-                [job] = await service.submit([turn.to_job_request()], tenant)
+                [job] = await service.submit([turn.to_job_request()], tenant, answer_waits=True)
             except ValidationError as exc:
                 frame = error_frame(400, validation_message(exc.errors())[0], "invalid_request")
                 await websocket.send_json(frame)

@@ -73,7 +73,12 @@ def test_a_dead_worker_hosts_jobs_run_again_elsewhere_within_a_lease(
         faults.kill("w1")
         killed_at = time.monotonic()
 
-        # Then its jobs go back in line and the other worker finishes every job of the batch
+        # Then the model is served by one worker once the dead one's heartbeat lapses,
+        def served_by() -> int:
+            return int(client.get("/v1/models/f").json()["workers"])
+
+        wait_for(lambda: served_by() == 1, 60, "the dead worker's heartbeat to lapse")
+        # and its jobs go back in line and the other worker finishes every job of the batch
         batch = wait_batch(client, batch_id, 120)
         print(f"worker host loss: all 200 final {elapsed_since(killed_at)}s after the kill")
     assert batch["status"] == "completed"
