@@ -42,6 +42,7 @@ bench: install
 	$(PY) -m benchmarks.bench_core
 	$(PY) -m benchmarks.bench_batching
 	$(PY) -m benchmarks.bench_stall
+	$(PY) -m benchmarks.bench_leases
 
 lint: install
 	$(VENV)/bin/ruff check .
