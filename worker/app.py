@@ -46,7 +46,11 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
 
     @worker_init.connect(weak=False)
     def _load_model(**_: object) -> None:
-        client = redis.Redis.from_url(settings.redis_url)
+        # A timeout, so that a Redis host that vanished (no RST) is an error to retry, not a
+        # hang: the worker's calls are all short (none blocks server-side).
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=30, socket_connect_timeout=5, socket_keepalive=True
+        )
         name = f"{model.alias}@{socket.gethostname()}:{os.getpid()}"
         store = WorkerStore(client, settings.result_ttl_s, settings.max_attempts, name)
         try:
