@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse
 from api.deps import Service, Tenant
 from api.errors import validation_message
 from api.native.results import export_results
-from api.native.sse import last_event_id, sse_response
+from api.native.sse import last_event_id, log_response
 from api.openai import batches as openai_batches
 from api.openai.protocol import CreateBatchRequest, ListBatchesResponse
 from api.protocol import (
@@ -214,7 +214,8 @@ async def batch_errors(batch_id: str, tenant: Tenant, service: Service) -> Strea
 @router.get("/{batch_id}/events", response_class=EventSourceResponse)
 async def batch_events(
     batch_id: str, request: Request, tenant: Tenant, service: Service
-) -> EventSourceResponse:
+) -> Response:
+    """The batch's events over SSE; 204 for a reader already at or past the final one."""
     await service.owned_batch(batch_id, tenant)
     events = service.batch_events(batch_id, last_event_id(request))
-    return sse_response(events, service.stream_ping_s)
+    return await log_response(events, service.stream_ping_s)

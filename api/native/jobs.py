@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, WebSocket, status
+from fastapi import APIRouter, Request, Response, WebSocket, status
 from sse_starlette import EventSourceResponse
 
 from api.deps import Service, Tenant, get_tenant
-from api.native.sse import last_event_id, sse_response, websocket_stream
+from api.native.sse import last_event_id, log_response, websocket_stream
 from api.protocol import CreateJobRequest, JobResponse
 from jobs.errors import ConflictError, TokenqError
 
@@ -25,12 +25,11 @@ async def get_job(job_id: str, tenant: Tenant, service: Service) -> JobResponse:
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
-async def job_events(
-    job_id: str, request: Request, tenant: Tenant, service: Service
-) -> EventSourceResponse:
+async def job_events(job_id: str, request: Request, tenant: Tenant, service: Service) -> Response:
+    """The job's events over SSE; 204 for a reader already at or past the final one."""
     await service.owned_job(job_id, tenant)
     events = service.job_events(job_id, last_event_id(request))
-    return sse_response(events, service.stream_ping_s)
+    return await log_response(events, service.stream_ping_s)
 
 
 @router.websocket("/{job_id}/ws")

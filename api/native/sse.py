@@ -1,18 +1,33 @@
-"""An event log over SSE or a WebSocket, as the native routes send it (one frame per event)."""
+"""An event log over SSE or a WebSocket, as the native routes send it (one frame per event).
+
+Every stream ends: a reader already at or past the final event of an ended log is answered
+204 No Content (what makes a browser's EventSource stop reconnecting, as the HTML spec has it),
+and a reader that takes no frame for SEND_TIMEOUT_S is cut off and its subscription released.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator
 
-from fastapi import Request, WebSocket, WebSocketDisconnect
+import anyio
+from fastapi import Request, Response, WebSocket, WebSocketDisconnect, status
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Message, Receive, Scope, Send
 
+from api.streaming import LogFollower
 from jobs.errors import InvalidRequestError
-from jobs.events import Event
+
+logger = logging.getLogger(__name__)
 
 #: Event seqs are decimal; 18 digits are more events than any log holds.
 _SEQ = re.compile(r"[0-9]{1,18}")
+#: A reader whose socket takes no frame for this long (its buffers full, nothing read) is cut
+#: off: one that stopped reading must not hold a connection, a task and a subscription forever.
+SEND_TIMEOUT_S = 30.0
 
 
 def last_event_id(request: Request | WebSocket) -> int:
@@ -31,21 +46,69 @@ def last_event_id(request: Request | WebSocket) -> int:
     return int(raw)
 
 
-def sse_response(events: AsyncIterator[Event], ping_s: float) -> EventSourceResponse:
+class BoundedEventSourceResponse(EventSourceResponse):
+    """sse_starlette's response with every ASGI send bounded by SEND_TIMEOUT_S: the start, each
+    frame, each ping and the end (its own `send_timeout` leaves the start and the end out, and
+    the end blocks as long as the client's socket is full).
+
+    On a timeout the event iterator is closed (the follower lets go of its subscription) and
+    the response returns unfinished, so uvicorn closes the transport. ASGI has no way to abort
+    one: uvloop (and asyncio) close a transport only once its write buffer drains, so the
+    socket and its kernel buffer stay until the peer reads or goes."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def bounded_send(message: Message) -> None:
+            with anyio.move_on_after(SEND_TIMEOUT_S) as waited:
+                await send(message)
+            if waited.cancelled_caught:
+                raise SendTimeoutError
+
+        try:
+            await super().__call__(scope, receive, bounded_send)
+        except* SendTimeoutError:
+            client = scope.get("client")
+            logger.warning(
+                "an SSE reader (%s) took no data for %.0f s; its stream is cut off",
+                f"{client[0]}:{client[1]}" if client else "?",
+                SEND_TIMEOUT_S,
+            )
+
+
+def sse_response(events: LogFollower, ping_s: float) -> EventSourceResponse:
     """Each event as `id: <seq>`, `event: <type>`, `data: <the event's JSON>`."""
 
     async def frames() -> AsyncIterator[dict[str, str]]:
-        async for event in events:
-            yield {"id": str(event.seq), "event": event.type, "data": event.raw}
+        async with contextlib.aclosing(aiter(events)) as log:  # closed with the response
+            async for event in log:
+                yield {"id": str(event.seq), "event": event.type, "data": event.raw}
 
-    return EventSourceResponse(frames(), ping=ping_s, headers={"X-Accel-Buffering": "no"})
+    return BoundedEventSourceResponse(frames(), ping=ping_s, headers={"X-Accel-Buffering": "no"})
 
 
-async def websocket_stream(websocket: WebSocket, events: AsyncIterator[Event]) -> None:
-    """Each event as one text frame (its JSON); the socket closes after the final event."""
+async def log_response(events: LogFollower, ping_s: float) -> Response:
+    """204 No Content when the reader is already at or past the end of an ended log (a
+    browser's EventSource reconnects after every normal end with exactly the final event's
+    id, and stops only on a 204); else the log's events over SSE."""
+    if await events.past_end():
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return sse_response(events, ping_s)
+
+
+async def websocket_stream(websocket: WebSocket, events: LogFollower) -> None:
+    """Each event as one text frame (its JSON); the socket closes after the final event (at
+    once for a reader already past it). A frame the client does not take within
+    SEND_TIMEOUT_S ends the stream."""
     try:
-        async for event in events:
-            await websocket.send_text(event.raw)
+        async with contextlib.aclosing(aiter(events)) as log:
+            async for event in log:
+                with anyio.move_on_after(SEND_TIMEOUT_S) as waited:
+                    await websocket.send_text(event.raw)
+                if waited.cancelled_caught:
+                    logger.warning(
+                        "a WebSocket reader took no data for %.0f s; its stream is cut off",
+                        SEND_TIMEOUT_S,
+                    )
+                    return
         await websocket.close()
     except WebSocketDisconnect:
         return
