@@ -24,17 +24,18 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import REDIS_OUTAGES, invalid_request
 from api.protocol import CreateJobRequest
-from api.streaming import EventHub, Finished, JobUpdate, Restarted, TextDelta, follow
+from api.streaming import EventHub, Finished, JobUpdate, LogFollower, Restarted, TextDelta
 from jobs import keys
 from jobs.errors import (
     ContextOverflowError,
     InvalidRequestError,
+    ModelUnavailableError,
     NotFoundError,
     PayloadTooLargeError,
     TokenqError,
     TooManyJobsError,
 )
-from jobs.events import Event, EventType
+from jobs.events import EventType
 from jobs.grammars import grammar_problem, schema_problem
 from jobs.models import (
     MAX_TOKENS_CAP,
@@ -60,6 +61,8 @@ BatchItem = dict[str, object] | CreateJobRequest | BatchLineError
 MAX_BATCH_ERRORS = 100
 #: Jobs read per Redis round trip when a batch's jobs are read back (exports, cancel).
 BATCH_PAGE = 500
+#: Live worker counts are read from Redis at most this often.
+LIVE_WORKERS_TTL_S = 1.0
 #: Requests rendered, tokenized and checked at once (the rest wait their turn).
 VALIDATION_THREADS = max(1, os.cpu_count() or 1)
 
@@ -108,6 +111,7 @@ class JobService:
         # at most this many at once: a flood of heavy requests queues here instead of starving
         # every stream and /healthz.
         self._validation = anyio.CapacityLimiter(VALIDATION_THREADS)
+        self._live_workers: tuple[float, dict[str, int]] | None = None
 
     @property
     def stream_ping_s(self) -> float:
@@ -124,6 +128,20 @@ class JobService:
     async def _off_the_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args) in a validation thread (see __init__)."""
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._validation)
+
+    async def live_workers(self) -> dict[str, int]:
+        """Live workers per configured model, from their heartbeats (cached a second)."""
+        now = time.monotonic()
+        if self._live_workers is None or now - self._live_workers[0] > LIVE_WORKERS_TTL_S:
+            counts = await self.store.live_workers(self.registry.models)
+            self._live_workers = (now, counts)
+        return self._live_workers[1]
+
+    async def unserved_notice(self, job: Job) -> str | None:
+        """For a queued job whose model no live worker serves: a line that says so."""
+        if job.status != JobStatus.QUEUED or (await self.live_workers()).get(job.spec.model):
+            return None
+        return f"no worker serves model {job.spec.model!r} now; the job waits until one starts"
 
     # --- submit ------------------------------------------------------------------------------
 
@@ -234,11 +252,26 @@ class JobService:
         tenant: str,
         *,
         default_max_tokens: int = MAX_TOKENS_CAP,
+        answer_waits: bool = False,
     ) -> list[Job]:
         """Jobs that answer one request (OpenAI's n choices are several): all are validated
         first (one bad request rejects them all), then written and put in line in one step,
-        then a worker is told."""
+        then a worker is told.
+
+        `answer_waits`: the caller holds its request open for the answer (the compatibility
+        surfaces), so a model that no live worker serves is 503 at once instead of a request
+        that never returns. Native jobs are accepted either way and wait durably.
+        """
         jobs = await self._off_the_loop(self._build_jobs, requests, tenant, default_max_tokens)
+        if answer_waits:
+            live = await self.live_workers()
+            for model in {job.spec.model for job in jobs}:
+                if not live.get(model):
+                    raise ModelUnavailableError(
+                        f"no worker serves model {model!r} now; retry later or pick another "
+                        "of GET /v1/models",
+                        param="model",
+                    )
         admission = await self.admit(tenant, len(jobs))
         try:
             await self.store.create(admission, jobs)
@@ -428,35 +461,45 @@ class JobService:
             raise NotFoundError(f"no file {file_id[:100]!r}", param=param)
         return record
 
-    def job_events(self, job_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
-        """The job's event log after `after_seq`, live, until its final event."""
-        return follow(
-            self.hub, self.store, keys.job_events(job_id), keys.job_channel(job_id), after_seq
+    def job_events(self, job_id: str, after_seq: int = 0) -> LogFollower:
+        """The job's event log after `after_seq`, live, until its final event (at once when
+        after_seq is at or past it); the log is re-read every stream ping interval."""
+        return LogFollower(
+            self.hub,
+            self.store,
+            keys.job_events(job_id),
+            keys.job_channel(job_id),
+            after_seq,
+            self.stream_ping_s,
         )
 
-    def batch_events(self, batch_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
-        """The batch's event log after `after_seq`, live, until its final event."""
-        return follow(
+    def batch_events(self, batch_id: str, after_seq: int = 0) -> LogFollower:
+        """The batch's event log after `after_seq`, live, until its final event (at once when
+        after_seq is at or past it); the log is re-read every stream ping interval."""
+        return LogFollower(
             self.hub,
             self.store,
             keys.batch_events(batch_id),
             keys.batch_channel(batch_id),
             after_seq,
+            self.stream_ping_s,
         )
 
     async def updates(self, job_id: str, after_seq: int = 0) -> AsyncIterator[JobUpdate]:
-        """A job's text as it grows, then its final record (resumable with after_seq)."""
-        async for event in self.job_events(job_id, after_seq):
-            if event.type == EventType.TOKEN:
-                data = event.data
-                yield TextDelta(job_id, data["text"], data["n"], data.get("logprobs"))
-            elif event.type == EventType.RESET:
-                yield Restarted(job_id, event.data["attempt"])
-            elif event.final:
-                job = await self.store.get_job(job_id)
-                if job is None:
-                    raise NotFoundError(f"job {job_id} expired while it was being read")
-                yield Finished(job)
+        """A job's text as it grows, then its final record (resumable with after_seq; a reader
+        already past the final event gets the final record at once)."""
+        async with contextlib.aclosing(aiter(self.job_events(job_id, after_seq))) as events:
+            async for event in events:
+                if event.type == EventType.TOKEN:
+                    data = event.data
+                    yield TextDelta(job_id, data["text"], data["n"], data.get("logprobs"))
+                elif event.type == EventType.RESET:
+                    yield Restarted(job_id, event.data["attempt"])
+        # Past the final event, or a log that ended at or before after_seq (or expired).
+        job = await self.store.get_job(job_id)
+        if job is None or not job.status.terminal:
+            raise NotFoundError(f"job {job_id} expired while it was being read")
+        yield Finished(job)
 
     async def wait(self, job_id: str) -> Job:
         """The job's final record, once it has one."""

@@ -200,10 +200,6 @@ class AsyncStore:
             client=pipe,
         )
 
-    async def inflight(self, tenant: str) -> int:
-        """The tenant's jobs accepted and not yet final."""
-        return int(await self.redis.get(keys.tenant_inflight(tenant)) or 0)
-
     async def admit(self, tenant: str, n: int, limit: int) -> Admission | int:
         """Admit n more jobs for the tenant unless that passes `limit`: an Admission to create()
         them with (or to release()), else the count in flight now. Each committed job is
@@ -220,6 +216,15 @@ class AsyncStore:
     async def release(self, admission: Admission) -> None:
         """Give back an admission whose jobs were never committed."""
         await self.redis.zrem(keys.tenant_reservations(admission.tenant), admission.member)
+
+    async def live_workers(self, models: Iterable[str]) -> dict[str, int]:
+        """Workers per model whose heartbeat has not lapsed (renew.lua keeps them)."""
+        names = list(models)
+        pipe = self.redis.pipeline(transaction=False)
+        now = time.time()
+        for model in names:
+            pipe.zcount(keys.workers(model), f"({now}", "+inf")
+        return dict(zip(names, await pipe.execute(), strict=True))
 
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(keys.job(job_id))
@@ -316,6 +321,16 @@ class AsyncStore:
         return [
             Event.parse(fields[b"e"] if b"e" in fields else fields["e"]) for _, fields in entries
         ]
+
+    async def last_event(self, stream: str) -> Event | None:
+        """The log's newest event (a final one: the log has ended), None when there is no log."""
+        entries: list[tuple[bytes, dict[bytes | str, bytes]]] = await self.redis.xrevrange(  # type: ignore[assignment]
+            stream, count=1
+        )
+        if not entries:
+            return None
+        fields = entries[0][1]
+        return Event.parse(fields[b"e"] if b"e" in fields else fields["e"])
 
     async def claim_idempotency_key(self, tenant: str, key: str, batch_id: str) -> str | None:
         """Record key -> batch_id unless the key is taken; return the batch id it already names."""

@@ -16,12 +16,13 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobResponse)
 async def create_job(body: CreateJobRequest, tenant: Tenant, service: Service) -> JobResponse:
     [job] = await service.submit([body], tenant)
-    return JobResponse.from_job(job)
+    return JobResponse.from_job(job, notice=await service.unserved_notice(job))
 
 
 @router.get("/{job_id}", response_model=JobResponse)
 async def get_job(job_id: str, tenant: Tenant, service: Service) -> JobResponse:
-    return JobResponse.from_job(await service.owned_job(job_id, tenant))
+    job = await service.owned_job(job_id, tenant)
+    return JobResponse.from_job(job, notice=await service.unserved_notice(job))
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)
