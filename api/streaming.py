@@ -22,6 +22,8 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
+from sse_starlette import EventSourceResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from jobs import keys
 from jobs.events import Event
@@ -29,6 +31,48 @@ from jobs.models import Job
 from jobs.store import AsyncStore
 
 logger = logging.getLogger(__name__)
+
+#: A reader whose socket takes no frame for this long (its buffers full, nothing read) is cut
+#: off: one that stopped reading must not hold a connection, a task and a subscription forever.
+SEND_TIMEOUT_S = 30.0
+
+
+class SendTimeout(Exception):
+    """An ASGI send of a streaming response took longer than SEND_TIMEOUT_S."""
+
+
+class BoundedSends:
+    """Mixin for a streaming response (before it in the bases): every ASGI send is bounded by
+    SEND_TIMEOUT_S: the start, each frame, each ping and the end (sse_starlette's own
+    `send_timeout` leaves the start and the end out, and the end blocks as long as the client's
+    socket is full).
+
+    On a timeout the body iterator is closed (a follower lets go of its subscription) and the
+    response returns unfinished, so uvicorn closes the transport. ASGI has no way to abort one:
+    uvloop (and asyncio) close a transport only once its write buffer drains, so the socket and
+    its kernel buffer stay until the peer reads or goes."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def bounded_send(message: Message) -> None:
+            with anyio.move_on_after(SEND_TIMEOUT_S) as waited:
+                await send(message)
+            if waited.cancelled_caught:
+                raise SendTimeout
+
+        try:
+            await super().__call__(scope, receive, bounded_send)  # type: ignore[misc]
+        except* SendTimeout:
+            client = scope.get("client")
+            logger.warning(
+                "a stream reader (%s) took no data for %.0f s; its stream is cut off",
+                f"{client[0]}:{client[1]}" if client else "?",
+                SEND_TIMEOUT_S,
+            )
+
+
+class BoundedEventSourceResponse(BoundedSends, EventSourceResponse):
+    """sse_starlette's EventSourceResponse with bounded sends (BoundedSends)."""
+
 
 #: Per-client buffer of live events; a client that falls this far behind is refilled from the
 #: stream instead (nothing is lost, the stream is the source of truth).

@@ -237,6 +237,8 @@ class AsyncClient:
             headers = {"Last-Event-ID": str(last)} if last else {}
             try:
                 async with self._http.stream("GET", path, headers=headers) as response:
+                    if response.status_code == 204:
+                        return  # the log ended at or before `last`: nothing more to read
                     if response.status_code >= 400:
                         await response.aread()
                         if response.status_code not in RETRY_STATUSES:

@@ -17,7 +17,7 @@ from api.chatchat.protocol import ChatchatCompletionRequest
 from api.deps import Service, Tenant
 from api.errors import error_body, tokenq_error_body
 from api.service import JobService
-from api.streaming import Restarted, TextDelta
+from api.streaming import BoundedEventSourceResponse, Restarted, TextDelta
 from jobs.errors import TokenqError
 from jobs.models import Job
 
@@ -32,7 +32,7 @@ async def completion(
 ) -> EventSourceResponse:
     [job] = await service.submit([body.to_job_request()], tenant, answer_waits=True)
     pieces = _pieces(service, job) if body.stream else _whole(service, job)
-    return EventSourceResponse(
+    return BoundedEventSourceResponse(
         pieces, ping=service.stream_ping_s, headers={"X-Tokenq-Job-Id": job.id}
     )
 

@@ -21,6 +21,7 @@ from api.dify import protocol as dify
 from api.dify import serving
 from api.dify.protocol import CreateCompletionMessageRequest, StopCompletionMessageRequest
 from api.errors import REDIS_OUTAGES, error_headers, redis_unavailable
+from api.streaming import BoundedEventSourceResponse
 from jobs.errors import TokenqError
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ async def create_completion_message(
     job = await serving.create(service, body, tenant)
     if not body.streaming:
         return await serving.answer(service, job)
-    return EventSourceResponse(
+    return BoundedEventSourceResponse(
         serving.stream(service, job),
         ping=min(service.stream_ping_s, dify.DIFY_PING_S),
         ping_message_factory=serving.ping,

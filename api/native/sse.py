@@ -15,19 +15,14 @@ from collections.abc import AsyncIterator
 import anyio
 from fastapi import Request, Response, WebSocket, WebSocketDisconnect, status
 from sse_starlette import EventSourceResponse
-from sse_starlette.sse import SendTimeoutError
-from starlette.types import Message, Receive, Scope, Send
 
-from api.streaming import LogFollower
+from api.streaming import SEND_TIMEOUT_S, BoundedEventSourceResponse, LogFollower
 from jobs.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
 #: Event seqs are decimal; 18 digits are more events than any log holds.
 _SEQ = re.compile(r"[0-9]{1,18}")
-#: A reader whose socket takes no frame for this long (its buffers full, nothing read) is cut
-#: off: one that stopped reading must not hold a connection, a task and a subscription forever.
-SEND_TIMEOUT_S = 30.0
 
 
 def last_event_id(request: Request | WebSocket) -> int:
@@ -44,34 +39,6 @@ def last_event_id(request: Request | WebSocket) -> int:
             code="invalid_last_event_id",
         )
     return int(raw)
-
-
-class BoundedEventSourceResponse(EventSourceResponse):
-    """sse_starlette's response with every ASGI send bounded by SEND_TIMEOUT_S: the start, each
-    frame, each ping and the end (its own `send_timeout` leaves the start and the end out, and
-    the end blocks as long as the client's socket is full).
-
-    On a timeout the event iterator is closed (the follower lets go of its subscription) and
-    the response returns unfinished, so uvicorn closes the transport. ASGI has no way to abort
-    one: uvloop (and asyncio) close a transport only once its write buffer drains, so the
-    socket and its kernel buffer stay until the peer reads or goes."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def bounded_send(message: Message) -> None:
-            with anyio.move_on_after(SEND_TIMEOUT_S) as waited:
-                await send(message)
-            if waited.cancelled_caught:
-                raise SendTimeoutError
-
-        try:
-            await super().__call__(scope, receive, bounded_send)
-        except* SendTimeoutError:
-            client = scope.get("client")
-            logger.warning(
-                "an SSE reader (%s) took no data for %.0f s; its stream is cut off",
-                f"{client[0]}:{client[1]}" if client else "?",
-                SEND_TIMEOUT_S,
-            )
 
 
 def sse_response(events: LogFollower, ping_s: float) -> EventSourceResponse:

@@ -33,7 +33,7 @@ from api.openai.protocol import (
     TopLogprob,
 )
 from api.service import JobService
-from api.streaming import Finished, JobUpdate, Restarted, TextDelta
+from api.streaming import BoundedSends, Finished, JobUpdate, Restarted, TextDelta
 from jobs.errors import GenerationFailedError, TokenqError
 from jobs.models import FinishReason, Job, JobStatus, TokenLogprob
 
@@ -351,7 +351,7 @@ class ChoiceStream:
         return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n"
 
 
-class OpenAIStreamingResponse(StreamingResponse):
+class OpenAIStreamingResponse(BoundedSends, StreamingResponse):
     """SSE with OpenAI's framing; when it ends (done, or the client left) the stream is closed."""
 
     def __init__(self, stream: ChoiceStream, headers: dict[str, str]):

@@ -125,6 +125,19 @@ def test_bulk_submit_wait_results_and_idempotency(base_url: str) -> None:
     assert all(r["response"]["text"] == " tok0 tok1" for r in results)
 
 
+def test_resuming_at_the_final_event_ends_at_once(base_url: str) -> None:
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with AsyncClient(base_url, ALICE_KEY) as tq:
+            job = await tq.submit("p", model="fake", max_tokens=2)
+            events = [event async for event in tq.events(job["id"])]
+            # the server answers 204 past the end: the client stops, it does not reconnect
+            resumed = [event async for event in tq.events(job["id"], events[-1]["seq"])]
+            return events, resumed
+
+    events, resumed = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert events[-1]["type"] == "done" and resumed == []
+
+
 def test_cancel_stops_a_running_job(base_url: str) -> None:
     async def scenario() -> dict[str, Any]:
         async with AsyncClient(base_url, ALICE_KEY) as tq:
