@@ -1,11 +1,11 @@
 """What do leases cost? Bulk throughput of the same batch before and after them.
 
 "Before" is a checkout of the commit before leases (BEFORE, in a git worktree under var/bench);
-"after" is this checkout. Each round starts a private stack from one checkout (redis-server, one
-worker of the default model, the API), submits one native batch of N_JOBS prompts x MAX_TOKENS
-tokens (temperature 0), and times it from the POST to the batch's end; completion tokens over
-that time is the round's throughput. Rounds alternate before/after, ROUNDS of each, so machine
-noise falls on both. Reports each round, and the median of after/before over the paired rounds
+"after" is this checkout. Each run starts a private stack from one checkout (redis-server, one
+worker of the default model, the API), submits one native batch of N_JOBS prompts (bench_core's)
+x MAX_TOKENS tokens (temperature 0), and times it from the POST to the batch's end; completion
+tokens over that time is the run's throughput. Each round runs both, in alternating order
+(before-after, then after-before), ROUNDS rounds, so machine noise and drift fall on both. Reports each round, and the median of after/before over the paired rounds
 with its range. Target: the ratio stays >= 0.98. Writes var/bench/leases.json.
 """
 
@@ -22,13 +22,14 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks import bench_core as core
 from cli.stack import API_FACTORY, free_port, redis_reachable, redis_server_binary, wait_until
 from jobs.settings import ROOT
 
 #: The last commit before leases, tickets and the reconciler.
 BEFORE = "ff8ee96"
-ROUNDS = 3
-N_JOBS, MAX_TOKENS = 32, 64
+ROUNDS = 5
+N_JOBS, MAX_TOKENS = 64, 64
 OUT_PATH = ROOT / "var" / "bench" / "leases.json"
 
 
@@ -82,10 +83,9 @@ def one_round(code: Path, tmp: Path) -> float:
                 "the worker's first job",
             )
             jobs = [
-                {"prompt": f"Write a short story about the number {i}.", "max_tokens": MAX_TOKENS,
-                 "temperature": 0}
-                for i in range(N_JOBS)
-            ]  # fmt: skip
+                {"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0}
+                for prompt in core.workload()[:N_JOBS]
+            ]
             start = time.perf_counter()
             batch = client.post("/v1/batches", json={"jobs": jobs}).json()
             while client.get(f"/v1/batches/{batch['id']}").json()["status"] != "completed":
@@ -112,7 +112,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tokenq-bench-leases-") as tmp:
         for i in range(ROUNDS):
             row = {}
-            for label, code in (("before", before_code), ("after", ROOT)):
+            order = [("before", before_code), ("after", ROOT)]
+            for label, code in order if i % 2 == 0 else order[::-1]:  # ABBA: drift cancels
                 row[label] = one_round(code, Path(tmp))
                 print(f"round {i + 1} {label:6s} {row[label]:7.1f} tokens/s", flush=True)
             row["ratio"] = row["after"] / row["before"]
