@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import redis.asyncio as aioredis
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from jobs import keys
@@ -35,10 +36,6 @@ logger = logging.getLogger(__name__)
 #: A reader whose socket takes no frame for this long (its buffers full, nothing read) is cut
 #: off: one that stopped reading must not hold a connection, a task and a subscription forever.
 SEND_TIMEOUT_S = 30.0
-
-
-class SendTimeout(Exception):
-    """An ASGI send of a streaming response took longer than SEND_TIMEOUT_S."""
 
 
 class BoundedSends:
@@ -57,11 +54,11 @@ class BoundedSends:
             with anyio.move_on_after(SEND_TIMEOUT_S) as waited:
                 await send(message)
             if waited.cancelled_caught:
-                raise SendTimeout
+                raise SendTimeoutError  # sse_starlette's own, for any streaming response
 
         try:
             await super().__call__(scope, receive, bounded_send)  # type: ignore[misc]
-        except* SendTimeout:
+        except* SendTimeoutError:
             client = scope.get("client")
             logger.warning(
                 "a stream reader (%s) took no data for %.0f s; its stream is cut off",
