@@ -16,7 +16,9 @@ from jobs.models import (
     Job,
     JobError,
     JobStatus,
+    Lane,
     MaxTokens,
+    Priority,
     RequestCounts,
     Samplers,
     SamplingParams,
@@ -28,6 +30,8 @@ from jobs.models import (
 
 #: Longest prompt text accepted (characters); the context check does the real bounding.
 MAX_PROMPT_CHARS = 1_000_000
+#: The longest deadline a job may carry: 30 days.
+MAX_DEADLINE_S = 30 * 24 * 3600
 
 #: A batch's metadata, as OpenAI bounds it: up to 16 string pairs.
 Metadata = Annotated[
@@ -95,6 +99,18 @@ class CreateJobRequest(Samplers):
     custom_id: str | None = Field(
         None, max_length=512, description="Your id for this job (batches)."
     )
+    priority: Priority | None = Field(
+        None,
+        description="Order among your jobs waiting in the same lane (default normal; a batch "
+        "may set its jobs' default).",
+    )
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_DEADLINE_S,
+        description="Seconds from now: a job still queued then ends `expired`, never started "
+        "late (a batch job's deadline is also its batch's window, whichever comes first).",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -150,6 +166,7 @@ class CreateJobsBatchRequest(BaseModel):
     jobs: list[dict[str, Any]] = Field(min_length=1)
     metadata: Metadata | None = None
     completion_window: Literal["24h"] = "24h"
+    priority: Priority | None = Field(None, description="Default priority of the batch's jobs.")
 
 
 class JobURLs(BaseModel):
@@ -175,6 +192,10 @@ class JobResponse(BaseModel):
     worker: str | None
     batch_id: str | None
     custom_id: str | None
+    lane: Lane
+    priority: Priority
+    #: still queued then, the job ends `expired` (its deadline, or its batch's window)
+    expires_at: float | None = None
     progress: JobProgress
     text: str | None = None
     finish_reason: str | None = None
@@ -200,6 +221,9 @@ class JobResponse(BaseModel):
             worker=job.worker,
             batch_id=job.batch_id,
             custom_id=job.custom_id,
+            lane=job.lane,
+            priority=job.priority,
+            expires_at=job.expires_at,
             progress=JobProgress(completion_tokens=job.completion_tokens),
             text=result.text if result else None,
             finish_reason=result.finish_reason if result else None,

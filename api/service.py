@@ -45,6 +45,8 @@ from jobs.models import (
     Job,
     JobSpec,
     JobStatus,
+    Lane,
+    Priority,
     StoredFile,
 )
 from jobs.queue import enqueue
@@ -155,6 +157,7 @@ class JobService:
         batch_id: str | None = None,
         index: int | None = None,
         expires_at: float | None = None,
+        priority: Priority = Priority.NORMAL,
     ) -> Job:
         """Validate one request against its model (alias, template, context) into a Job.
 
@@ -222,6 +225,10 @@ class JobService:
             echo=request.echo,
             sampling=sampling,
         )
+        now = time.time()
+        if request.deadline_s is not None:
+            deadline = now + request.deadline_s
+            expires_at = deadline if expires_at is None else min(expires_at, deadline)
         return Job(
             id=new_id("job"),
             tenant=tenant,
@@ -230,7 +237,9 @@ class JobService:
             batch_id=batch_id,
             custom_id=request.custom_id,
             index=index,
-            created_at=time.time(),
+            lane=Lane.BATCH if batch_id else Lane.INTERACTIVE,
+            priority=request.priority or priority,
+            created_at=now,
             expires_at=expires_at,
         )
 
@@ -302,6 +311,7 @@ class JobService:
         input_file_id: str | None = None,
         fail_bad_items: bool = False,
         default_max_tokens: int = MAX_TOKENS_CAP,
+        priority: Priority | None = None,
     ) -> Batch:
         """Validate every item first, then write, then enqueue.
 
@@ -339,6 +349,7 @@ class JobService:
                 item_label,
                 fail_bad_items,
                 default_max_tokens,
+                priority or Priority.NORMAL,
             )
             if fail_bad_items:
                 batch = self._with_line_errors(batch, jobs, line_errors, model)
@@ -385,6 +396,7 @@ class JobService:
         item_label: str,
         fail_bad_items: bool,
         default_max_tokens: int,
+        priority: Priority,
     ) -> tuple[list[Job], list[BatchLineError]]:
         jobs = []
         line_errors = []
@@ -407,6 +419,7 @@ class JobService:
                         batch_id=batch.id,
                         index=i,
                         expires_at=batch.expires_at,
+                        priority=priority,
                     )
                 )
             except (ValidationError, TokenqError) as exc:

@@ -81,6 +81,27 @@ def suspects(model: str) -> str:
     return f"{PREFIX}:suspects:{model}"
 
 
+def lane(model: str, lane: str, priority: str) -> str:
+    """Sorted set: tenants with jobs waiting in one lane and priority of a model, scored by their
+    virtual time (tokens served / weight): claim_next.lua serves the lowest first."""
+    return f"{PREFIX}:lane:{model}:{lane}:{priority}"
+
+
+def lane_jobs(model: str, lane: str, priority: str, tenant: str) -> str:
+    """Sorted set: one tenant's jobs waiting in one lane and priority, scored by place in line."""
+    return f"{PREFIX}:lane:{model}:{lane}:{priority}:{tenant}"
+
+
+def tenant_weights() -> str:
+    """Hash: tenant -> its weight in fair share (absent: 1). The API writes it at start."""
+    return f"{PREFIX}:tenant_weights"
+
+
+def deadlines() -> str:
+    """Sorted set: queued job ids scored by the time they expire if not started by then."""
+    return f"{PREFIX}:deadlines"
+
+
 def pending_seq() -> str:
     """Integer: the last place in line handed out (pending scores, FIFO across batches)."""
     return f"{PREFIX}:pending:seq"

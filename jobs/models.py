@@ -40,6 +40,22 @@ class JobStatus(StrEnum):
         return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
+class Lane(StrEnum):
+    """The line a job waits in. A worker takes interactive work first: it never waits behind
+    batch work, only for a slot to free."""
+
+    INTERACTIVE = "interactive"  #: a request someone waits on: the surfaces, single /v1/jobs
+    BATCH = "batch"  #: a job of a batch
+
+
+class Priority(StrEnum):
+    """Order within a lane: higher first; within one priority, tenants share by weight."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class FinishReason(StrEnum):
     STOP = "stop"  #: end-of-generation token or a stop sequence
     LENGTH = "length"  #: max_tokens reached
@@ -149,6 +165,8 @@ class Job(BaseModel):
     batch_id: str | None = None
     custom_id: str | None = None
     index: int | None = None
+    lane: Lane = Lane.INTERACTIVE
+    priority: Priority = Priority.NORMAL
     attempt: int = 0
     worker: str | None = None  #: the worker process running (or that ran) the latest attempt
     completion_tokens: int = 0
@@ -177,6 +195,8 @@ class Job(BaseModel):
             batch_id=raw.get("batch_id") or None,
             custom_id=raw.get("custom_id") or None,
             index=int(raw["idx"]) if raw.get("idx") not in (None, "") else None,
+            lane=Lane(raw.get("lane") or Lane.INTERACTIVE),
+            priority=Priority(raw.get("priority") or Priority.NORMAL),
             attempt=int(raw.get("attempt") or 0),
             worker=raw.get("worker") or None,
             completion_tokens=int(raw.get("completion_tokens") or 0),
@@ -198,6 +218,10 @@ class Job(BaseModel):
             "batch_id": self.batch_id or "",
             "custom_id": self.custom_id or "",
             "idx": "" if self.index is None else str(self.index),
+            "lane": self.lane.value,
+            "priority": self.priority.value,
+            # What the job costs its tenant's share (fair share is in tokens, not jobs).
+            "cost": str(self.spec.prompt_tokens + self.spec.sampling.max_tokens),
             "attempt": str(self.attempt),
             "created_at": repr(self.created_at),
             "expires_at": "" if self.expires_at is None else repr(self.expires_at),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The checkout's root: configs/ and var/ are found relative to it by default.
@@ -55,6 +56,17 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         5, gt=0, description="How often a worker's reconciler looks for lapsed leases."
     )
+    scheduling: Literal["fair", "fifo"] = Field(
+        "fair",
+        description="fair: interactive work before batch work, then priority, then tenants "
+        "sharing a model by weight. fifo: each model's jobs in the order they came (the peer "
+        "that the fairness benchmark measures against).",
+    )
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="tenant name -> its share of a model's slots against other tenants "
+        "waiting in the same lane (a tenant not listed weighs 1).",
+    )
     max_attempts: int = Field(
         3,
         ge=1,
@@ -66,6 +78,13 @@ class Settings(BaseSettings):
     stream_ping_s: float = Field(15.0, gt=0)
 
     worker_model: str | None = Field(None, description="Alias a worker process serves.")
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(not 0 < w <= 1000 for w in weights.values()):
+            raise ValueError("tenant weights must be above 0 and at most 1000")
+        return weights
 
     @model_validator(mode="after")
     def _visibility_above_time_limit(self) -> Settings:

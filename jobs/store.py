@@ -37,7 +37,17 @@ def _script_source(name: str) -> str:
     return lua.joinpath("_lib.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
 
 
-SCRIPT_NAMES = ("claim_next", "emit", "finish", "cancel", "admit", "commit", "requeue", "renew")
+SCRIPT_NAMES = (
+    "claim_next",
+    "emit",
+    "finish",
+    "cancel",
+    "admit",
+    "commit",
+    "requeue",
+    "renew",
+    "expire",
+)
 
 #: Jobs written before their commit carry this TTL: an API killed between the writes and the
 #: commit leaves nothing behind for long (a batch exists whole or not at all).
@@ -190,10 +200,11 @@ class AsyncStore:
     async def _commit(
         self, pipe: Any, admission: Admission, jobs: list[Job], batch: Batch | None
     ) -> None:
-        args: list[str] = [admission.member, keys.batch_jobs(batch.id) if batch else ""]
-        for job in jobs:
-            args += [job.id, job.spec.model]
         tenant = admission.tenant
+        args: list[str] = [admission.member, keys.batch_jobs(batch.id) if batch else "", tenant]
+        for job in jobs:
+            expires_at = "" if job.expires_at is None else repr(job.expires_at)
+            args += [job.id, job.spec.model, job.lane.value, job.priority.value, expires_at]
         await self._scripts["commit"](  # queued in the pipeline, run at its EXEC
             keys=[keys.tenant_inflight(tenant), keys.tenant_reservations(tenant)],
             args=args,
@@ -358,10 +369,13 @@ class WorkerStore:
         raw = self.redis.hgetall(keys.job(job_id))
         return Job.from_redis(_decode(raw)) if raw else None
 
-    def claim_next(self, model: str, lease_s: float, may_run_suspect: bool) -> Claim | str:
+    def claim_next(
+        self, model: str, lease_s: float, may_run_suspect: bool, scheduling: str = "fair"
+    ) -> Claim | str:
         """Claim the next job in the model's line for a new attempt (its number is the fencing
         token) under a lease; or "drain" (suspects wait: empty this worker first, then ask with
-        may_run_suspect) or "empty" (nothing waits)."""
+        may_run_suspect) or "empty" (nothing waits). `scheduling`: "fair" (lanes, priorities,
+        tenants by weight) or "fifo" (the model's oldest job)."""
         reply = self._scripts["claim_next"](
             keys=[],
             args=[
@@ -372,6 +386,7 @@ class WorkerStore:
                 self.worker_name,
                 lease_s,
                 "1" if may_run_suspect else "0",
+                scheduling,
             ],
         )
         outcome = reply[0].decode()
@@ -406,6 +421,18 @@ class WorkerStore:
             keys=[], args=[time.time(), self.result_ttl_s, self.max_attempts, limit]
         )
         return {reply[i].decode(): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    def set_tenant_weights(self, weights: dict[str, float]) -> None:
+        """The fair-share weights claim_next.lua reads (a tenant not listed weighs 1)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.tenant_weights())
+        if weights:
+            pipe.hset(keys.tenant_weights(), mapping=weights)  # type: ignore[arg-type]
+        pipe.execute()
+
+    def expire_due(self, limit: int = 1000) -> int:
+        """End queued jobs whose deadline passed (expire.lua); returns how many."""
+        return int(self._scripts["expire"](keys=[], args=[time.time(), self.result_ttl_s, limit]))
 
     def tickets_missing(self, models: Iterable[str]) -> dict[str, int]:
         """Per model, queued jobs beyond the tickets waiting in its Celery queue (a ticket can be

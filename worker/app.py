@@ -68,10 +68,18 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
             lambda alias, n: enqueue(app, alias, n),
             settings.reconcile_interval_s,
             settings.lease_s,
+            settings.tenant_weights,
         )
         reconciler.start()
         background.extend([reconciler, leases])
-        state["runner"] = Runner(store, engine, Publisher(store), leases, settings.job_time_limit_s)
+        state["runner"] = Runner(
+            store,
+            engine,
+            Publisher(store),
+            leases,
+            settings.job_time_limit_s,
+            scheduling=settings.scheduling,
+        )
         logger.info("model %s loaded (engine %s)", model.alias, model.engine)
 
     @worker_shutdown.connect(weak=False)

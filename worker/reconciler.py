@@ -1,9 +1,11 @@
-"""The reconciler: puts a lost worker's jobs back in line and tops up lost tickets.
+"""The reconciler: puts a lost worker's jobs back in line, expires late jobs, tops up tickets.
 
 Every worker process runs one; a Redis lock lets one act at a time. Each round:
-1. running jobs whose lease lapsed (their worker stopped renewing) go back in line as suspects,
+1. the tenants' fair-share weights are written as TOKENQ_TENANT_WEIGHTS says (claims read them);
+2. queued jobs past their deadline (their own, or their batch's window) end `expired`;
+3. running jobs whose lease lapsed (their worker stopped renewing) go back in line as suspects,
    which run alone (claim_next.lua), or fail if they used up their attempts (requeue.lua);
-2. each model whose queued jobs outnumber the tickets waiting in its Celery queue, in this round
+4. each model whose queued jobs outnumber the tickets waiting in its Celery queue, in this round
    and the one before (tickets an API is sending right now are not missing), gets the missing
    tickets (an API that died after its commit, a broker error, a worker that took a ticket and
    died). A spare ticket costs one claim that finds nothing.
@@ -40,7 +42,9 @@ class Reconciler:
         send_tickets: Callable[[str, int], None],
         interval_s: float,
         lease_s: float,
+        tenant_weights: dict[str, float] | None = None,
     ):
+        self.tenant_weights = tenant_weights or {}
         self.store = store
         self.models = list(models)
         self.send_tickets = send_tickets
@@ -76,6 +80,10 @@ class Reconciler:
             self._healthy_since = now
         if now - self._healthy_since < self.lease_s:
             return {}  # Redis just came back: give live workers a lease to renew first
+        self.store.set_tenant_weights(self.tenant_weights)  # as this worker's settings say
+        expired = self.store.expire_due(REQUEUE_LIMIT)
+        if expired:
+            logger.info("%d queued job(s) passed their deadline; expired", expired)
         requeued = self.store.requeue_expired(REQUEUE_LIMIT)
         for model, n in requeued.items():
             logger.warning("%d job(s) of model %s lost their worker; back in line", n, model)

@@ -61,8 +61,10 @@ class Runner:
         publisher: Publisher,
         leases: LeaseKeeper,
         time_limit_s: float,
+        scheduling: str = "fair",
     ):
         self.store = store
+        self.scheduling = scheduling
         self.engine = engine
         self.publisher = publisher
         self.leases = leases
@@ -104,13 +106,17 @@ class Runner:
         model, lease_s = self.leases.model, self.leases.lease_s
         with self._slots:
             self._slots.wait_for(lambda: not self._alone and not self._draining)
-            outcome = self.store.claim_next(model, lease_s, may_run_suspect=self._running == 0)
+            outcome = self.store.claim_next(
+                model, lease_s, may_run_suspect=self._running == 0, scheduling=self.scheduling
+            )
             if outcome == "drain":
                 # A suspect waits: start nothing new, let what runs end, then take it alone.
                 self._draining = True
                 try:
                     self._slots.wait_for(lambda: self._running == 0)
-                    outcome = self.store.claim_next(model, lease_s, may_run_suspect=True)
+                    outcome = self.store.claim_next(
+                        model, lease_s, may_run_suspect=True, scheduling=self.scheduling
+                    )
                 finally:
                     self._draining = False
                     self._slots.notify_all()

@@ -3,7 +3,7 @@ list, export results, cancel."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -26,7 +26,7 @@ from api.protocol import (
 )
 from api.service import new_id
 from jobs.errors import ConflictError, InvalidRequestError, UnsupportedMediaTypeError
-from jobs.models import BatchStatus
+from jobs.models import BatchStatus, Priority
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -75,24 +75,44 @@ def _invalid_body(exc: ValidationError, code: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code=code)
 
 
-async def read_batch_body(
-    request: Request,
-) -> tuple[list[dict[str, Any]], str | None, dict[str, str] | None, str] | CreateBatchRequest:
-    """(items, model, metadata, label) from a JSON array/object, a JSONL body or a multipart file;
-    or OpenAI's batch request (a JSON object naming an uploaded `input_file_id`)."""
+class NativeBatchBody(NamedTuple):
+    items: list[dict[str, Any]]
+    model: str | None
+    metadata: dict[str, str] | None
+    label: str  #: how an item is named in errors: "jobs[{i}]" or "line {line}"
+    priority: Priority | None
+
+
+def _priority(raw: str | None) -> Priority | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return Priority(raw)
+    except ValueError:
+        choices = ", ".join(p.value for p in Priority)
+        raise InvalidRequestError(f"priority must be one of {choices}", param="priority") from None
+
+
+async def read_batch_body(request: Request) -> NativeBatchBody | CreateBatchRequest:
+    """The jobs and their defaults from a JSON array/object, a JSONL body or a multipart file
+    (`?model=` and `?priority=` apply to bodies that cannot say); or OpenAI's batch request (a
+    JSON object naming an uploaded `input_file_id`)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     model = request.query_params.get("model")
+    priority = _priority(request.query_params.get("priority"))
     if content_type.startswith("multipart/"):
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise InvalidRequestError("multipart upload needs a `file` field", param="file")
         metadata = _form_metadata(form.get("metadata"))
-        return (
+        form_priority = form.get("priority")
+        return NativeBatchBody(
             parse_jsonl(await upload.read()),
             str(form.get("model") or model or "") or None,
             metadata,
             "line {line}",
+            _priority(form_priority if isinstance(form_priority, str) else None) or priority,
         )
     if content_type not in (*JSONL_TYPES, "application/json", ""):
         # Not a JSON type: a browser's cross-site form (text/plain) must not create batches.
@@ -103,7 +123,7 @@ async def read_batch_body(
         )
     body = await request.body()
     if content_type in JSONL_TYPES:
-        return parse_jsonl(body), model, None, "line {line}"
+        return NativeBatchBody(parse_jsonl(body), model, None, "line {line}", priority)
     try:
         payload = load_json(body)
     except ValueError as exc:
@@ -111,7 +131,7 @@ async def read_batch_body(
     if isinstance(payload, list):
         if not payload or not all(isinstance(i, dict) for i in payload):
             raise InvalidRequestError("expected a non-empty array of job objects", param="jobs")
-        return payload, model, None, "jobs[{i}]"
+        return NativeBatchBody(payload, model, None, "jobs[{i}]", priority)
     if isinstance(payload, dict) and "input_file_id" in payload:
         try:
             return CreateBatchRequest.model_validate(payload)
@@ -121,7 +141,13 @@ async def read_batch_body(
         parsed = CreateJobsBatchRequest.model_validate(payload)
     except ValidationError as exc:
         raise _invalid_body(exc, "invalid_batch") from exc
-    return parsed.jobs, parsed.model or model, parsed.metadata, "jobs[{i}]"
+    return NativeBatchBody(
+        parsed.jobs,
+        parsed.model or model,
+        parsed.metadata,
+        "jobs[{i}]",
+        parsed.priority or priority,
+    )
 
 
 @router.post("", status_code=202, response_model=BatchResponse)
@@ -149,9 +175,14 @@ async def create_batch(
         if isinstance(body, CreateBatchRequest):
             batch = await openai_batches.create_batch(service, body, tenant, batch_id)
         else:
-            items, model, metadata, label = body
             batch = await service.submit_batch(
-                items, tenant, model=model, metadata=metadata, item_label=label, batch_id=batch_id
+                body.items,
+                tenant,
+                model=body.model,
+                metadata=body.metadata,
+                item_label=body.label,
+                batch_id=batch_id,
+                priority=body.priority,
             )
     except Exception:
         if idempotency_key:

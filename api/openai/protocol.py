@@ -25,6 +25,7 @@ from jobs.models import (
     MaxTokens,
     MinP,
     Penalty,
+    Priority,
     RepeatPenalty,
     Temperature,
     TopK,
@@ -93,6 +94,10 @@ class ResponseFormat(_Request):
         return self
 
 
+#: OpenAI's service_tier -> a tokenq priority (others: the default).
+SERVICE_TIERS = {"priority": Priority.HIGH, "scale": Priority.HIGH, "flex": Priority.LOW}
+
+
 class _SamplingExtensions(_Request):
     """tokenq extensions shared by completions and chat completions (llama.cpp's samplers)."""
 
@@ -104,6 +109,15 @@ class _SamplingExtensions(_Request):
         False,
         description="Streaming: keep generating when the client disconnects (default: cancel).",
     )
+    service_tier: Literal["auto", "default", "flex", "priority", "scale"] | None = Field(
+        None,
+        description="OpenAI's tiers as tokenq's priorities: priority and scale are high, flex is "
+        "low, the others normal.",
+    )
+
+    @property
+    def priority(self) -> Priority | None:
+        return SERVICE_TIERS.get(self.service_tier or "")
 
 
 # --- Completions (https://platform.openai.com/docs/api-reference/completions) ----------------

@@ -61,6 +61,7 @@ def completion_job_requests(
             logprobs=request.logprobs,
             echo=request.echo,
             custom_id=custom_id,
+            priority=request.priority,
             **common,
         )
         for prompt in prompts
@@ -82,6 +83,7 @@ def chat_job_requests(
             seed=_choice_seed(request.seed, i),
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             custom_id=custom_id,
+            priority=request.priority,
             **common,
         )
         for i in range(request.n)

@@ -11,6 +11,11 @@ local function job_key(id) return P .. ':job:' .. id end
 local function pending_key(model) return P .. ':pending:' .. model end
 local function suspects_key(model) return P .. ':suspects:' .. model end
 local LEASES = P .. ':leases'
+local DEADLINES = P .. ':deadlines'
+-- Lanes in the order a worker serves them: interactive before batch, then by priority.
+local LANES = {'interactive:high', 'interactive:normal', 'interactive:low',
+               'batch:high', 'batch:normal', 'batch:low'}
+local function lane_key(model, lane, priority) return P .. ':lane:' .. model .. ':' .. lane .. ':' .. priority end
 
 -- The KEYS table of the job `id` (the convention above) and its two channels.
 local function keys_of(id)
@@ -61,7 +66,8 @@ end
 -- K is the job's KEYS table; result_json is its result object: {text, finish_reason, usage,
 -- timings, error}. The job leaves every scheduling set (pending, suspects, leases).
 local function finish_job(K, status, result_json, now, ttl, chan, bchan)
-  local job_id, batch_id, custom_id, idx, model = unpack(redis.call('HMGET', K[1], 'id', 'batch_id', 'custom_id', 'idx', 'model'))
+  local job_id, batch_id, custom_id, idx, model, tenant, lane, priority = unpack(redis.call('HMGET', K[1],
+    'id', 'batch_id', 'custom_id', 'idx', 'model', 'tenant', 'lane', 'priority'))
   redis.call('HSET', K[1], 'status', status, 'finished_at', now, 'result', result_json)
   append(K[1], K[2], chan, 'status', '{"status":"' .. status .. '","at":' .. now .. '}')
   local final_type = 'done'
@@ -70,9 +76,13 @@ local function finish_job(K, status, result_json, now, ttl, chan, bchan)
   redis.call('EXPIRE', K[1], ttl)
   redis.call('EXPIRE', K[2], ttl)
   redis.call('ZREM', LEASES, job_id)
+  redis.call('ZREM', DEADLINES, job_id)
   if model and model ~= '' then
     redis.call('ZREM', pending_key(model), job_id)
     redis.call('ZREM', suspects_key(model), job_id)
+    if lane and lane ~= '' then
+      redis.call('ZREM', lane_key(model, lane, priority) .. ':' .. tenant, job_id)
+    end
   end
   if redis.call('DECR', K[6]) < 0 then redis.call('SET', K[6], 0) end
   if not batch_id or batch_id == '' then return end

@@ -7,7 +7,7 @@ local per_model = {}
 for _, id in ipairs(due) do
   redis.call('ZREM', LEASES, id)
   local K, chan, bchan = keys_of(id)
-  local status, attempt, model, place = unpack(redis.call('HMGET', K[1], 'status', 'attempt', 'model', 'place'))
+  local status, attempt, model, place, expires_at = unpack(redis.call('HMGET', K[1], 'status', 'attempt', 'model', 'place', 'expires_at'))
   if status == 'running' then
     if tonumber(attempt) >= max_attempts then
       finish_job(K, 'failed', attempts_exceeded(max_attempts), now, ttl, chan, bchan)
@@ -16,6 +16,7 @@ for _, id in ipairs(due) do
       redis.call('HINCRBY', K[1], 'lost', 1)
       append(K[1], K[2], chan, 'status', '{"status":"queued","at":' .. now .. ',"reason":"worker_lost"}')
       redis.call('ZADD', suspects_key(model), tonumber(place) or 0, id)
+      if expires_at and expires_at ~= '' then redis.call('ZADD', DEADLINES, expires_at, id) end
       per_model[model] = (per_model[model] or 0) + 1
     end
   end

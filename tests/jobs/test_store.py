@@ -14,24 +14,48 @@ import pytest
 import redis
 
 from jobs import keys
-from jobs.models import FinishReason, Job, JobResult, JobSpec, JobStatus, SamplingParams
+from jobs.models import (
+    FinishReason,
+    Job,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    Lane,
+    Priority,
+    SamplingParams,
+)
 from jobs.store import Claim, Emit, WorkerStore, channels, job_keys
 
 LEASE_S = 15
 
 
-def _queued(redis_client: redis.Redis, model: str, place: int = 1, batch_id: str = "") -> Job:
-    """A job record in its model's line, as commit.lua leaves it."""
+def _queued(
+    store: WorkerStore,
+    model: str,
+    batch_id: str = "",
+    tenant: str = "t",
+    lane: Lane = Lane.INTERACTIVE,
+    priority: Priority = Priority.NORMAL,
+    expires_at: float | None = None,
+) -> Job:
+    """A job record in its model's line, written and committed as the API does."""
     job = Job(
         id=f"job_unit_{uuid.uuid4().hex}",
-        tenant="t",
+        tenant=tenant,
         status=JobStatus.QUEUED,
         spec=JobSpec(model=model, prompt="p", prompt_tokens=2, sampling=SamplingParams()),
         batch_id=batch_id or None,
+        lane=lane,
+        priority=priority,
         created_at=time.time(),
+        expires_at=expires_at,
     )
-    redis_client.hset(keys.job(job.id), mapping={**job.to_redis(), "seq": "1", "place": place})
-    redis_client.zadd(keys.pending(model), {job.id: place})
+    store.redis.hset(keys.job(job.id), mapping={**job.to_redis(), "seq": "1"})
+    expires = "" if expires_at is None else repr(expires_at)
+    store._scripts["commit"](
+        keys=[keys.tenant_inflight(tenant), keys.tenant_reservations(tenant)],
+        args=["r:1", "", tenant, job.id, model, lane.value, priority.value, expires],
+    )
     return job
 
 
@@ -59,8 +83,8 @@ def _lapse(redis_client: redis.Redis, job: Job) -> None:
 def test_jobs_are_claimed_in_line_and_a_running_job_is_never_claimed_twice(
     store: WorkerStore, redis_client: redis.Redis, model: str
 ) -> None:
-    second = _queued(redis_client, model, place=2)
-    first = _queued(redis_client, model, place=1)
+    first = _queued(store, model)
+    second = _queued(store, model)
     assert _claim(store, model).job.id == first.id
     assert _claim(store, model).job.id == second.id
     # a duplicate ticket finds nothing: the running jobs are not in line any more
@@ -69,10 +93,67 @@ def test_jobs_are_claimed_in_line_and_a_running_job_is_never_claimed_twice(
     assert store.get_job(first.id).status == JobStatus.RUNNING
 
 
+def _order(store: WorkerStore, model: str, scheduling: str = "fair") -> list[str]:
+    """The ids in the order a worker claims them, until none waits."""
+    claimed = []
+    while isinstance(claim := store.claim_next(model, LEASE_S, True, scheduling), Claim):
+        claimed.append(claim.job.id)
+    return claimed
+
+
+def test_interactive_work_goes_first_then_priority_then_place(
+    store: WorkerStore, model: str
+) -> None:
+    batch = [_queued(store, model, lane=Lane.BATCH).id for _ in range(3)]
+    urgent = _queued(store, model, lane=Lane.BATCH, priority=Priority.HIGH).id
+    interactive = _queued(store, model).id
+    low = _queued(store, model, priority=Priority.LOW).id
+    assert _order(store, model) == [interactive, low, urgent, *batch]
+
+
+def test_tenants_share_a_lane_by_weight_whoever_came_first(
+    store: WorkerStore, redis_client: redis.Redis, model: str
+) -> None:
+    first = [_queued(store, model, tenant="a", lane=Lane.BATCH).id for _ in range(6)]
+    later = [_queued(store, model, tenant="b", lane=Lane.BATCH).id for _ in range(3)]
+    assert _order(store, model) == [
+        first[0], later[0], first[1], later[1], first[2], later[2], *first[3:]
+    ]  # fmt: skip
+    # b weighs 2: it gets two jobs for each of a's
+    redis_client.hset(keys.tenant_weights(), "b", 2)
+    try:
+        first = [_queued(store, model, tenant="a", lane=Lane.BATCH).id for _ in range(3)]
+        later = [_queued(store, model, tenant="b", lane=Lane.BATCH).id for _ in range(4)]
+        order = _order(store, model)
+    finally:
+        redis_client.hdel(keys.tenant_weights(), "b")
+    assert order == [first[0], later[0], later[1], first[1], later[2], later[3], first[2]]
+
+
+def test_fifo_scheduling_takes_the_oldest_job_whatever_its_lane(
+    store: WorkerStore, model: str
+) -> None:
+    jobs = [
+        _queued(store, model, tenant="a", lane=Lane.BATCH).id,
+        _queued(store, model, tenant="b").id,
+        _queued(store, model, tenant="a", priority=Priority.HIGH).id,
+    ]
+    assert _order(store, model, "fifo") == jobs
+    assert _order(store, model) == []  # nothing left in the lanes either
+
+
+def test_a_job_past_its_deadline_expires_and_never_starts(store: WorkerStore, model: str) -> None:
+    late = _queued(store, model, expires_at=time.time() - 1)
+    on_time = _queued(store, model, expires_at=time.time() + 3600)
+    assert store.expire_due() >= 1
+    assert store.get_job(late.id).status == JobStatus.EXPIRED
+    assert _order(store, model) == [on_time.id]
+
+
 def test_final_result_is_written_once_and_stale_attempts_are_fenced(
     store: WorkerStore, redis_client: redis.Redis, model: str
 ) -> None:
-    job = _queued(redis_client, model)
+    job = _queued(store, model)
     first = _claim(store, model).fence
     _lapse(redis_client, job)
     assert store.requeue_expired() == {model: 1}
@@ -93,11 +174,11 @@ def test_final_result_is_written_once_and_stale_attempts_are_fenced(
 def test_a_suspect_waits_for_a_worker_that_runs_nothing_else(
     store: WorkerStore, redis_client: redis.Redis, model: str
 ) -> None:
-    suspect = _queued(redis_client, model, place=1)
+    suspect = _queued(store, model)
     _claim(store, model)
     _lapse(redis_client, suspect)
     store.requeue_expired()
-    healthy = _queued(redis_client, model, place=2)
+    healthy = _queued(store, model)
     # a busy worker is told to drain first (and only one worker drains for the model)
     assert store.claim_next(model, LEASE_S, may_run_suspect=False) == "drain"
     other = WorkerStore(redis_client, 60, 2, "other@test")
@@ -108,7 +189,7 @@ def test_a_suspect_waits_for_a_worker_that_runs_nothing_else(
 
 
 def test_attempts_are_capped(store: WorkerStore, redis_client: redis.Redis, model: str) -> None:
-    job = _queued(redis_client, model)
+    job = _queued(store, model)
     for _ in range(2):
         _claim(store, model)
         _lapse(redis_client, job)
@@ -123,7 +204,7 @@ def test_attempts_are_capped(store: WorkerStore, redis_client: redis.Redis, mode
 def test_a_log_that_lost_its_tail_is_noticed(
     store: WorkerStore, redis_client: redis.Redis, model: str
 ) -> None:
-    job = _queued(redis_client, model)
+    job = _queued(store, model)
     fence = _claim(store, model).fence
     [(code, seq)] = store.emit_many([Emit(job, fence, 2, [("token", '{"text":"ab","n":2}')])])
     assert code == 0
@@ -137,17 +218,20 @@ def test_a_log_that_lost_its_tail_is_noticed(
     assert code == 0 and resynced == seq + 11
 
 
-def test_lua_key_names_agree_with_jobs_keys(redis_client: redis.Redis, model: str) -> None:
+def test_lua_key_names_agree_with_jobs_keys(
+    store: WorkerStore, redis_client: redis.Redis, model: str
+) -> None:
     lua = resources.files("jobs").joinpath("lua")
     source = lua.joinpath("_lib.lua").read_text() + (
         "\nlocal k, chan, bchan = keys_of(ARGV[1])\n"
         "return {k[1], k[2], k[3], k[4], k[5], k[6], chan, bchan, pending_key(ARGV[2]),"
-        " suspects_key(ARGV[2]), LEASES}"
+        " suspects_key(ARGV[2]), LEASES, DEADLINES, lane_key(ARGV[2], 'batch', 'low')}"
     )
     script = redis_client.register_script(source)
     for batch_id in ("", "batch_unit"):
-        job = _queued(redis_client, model, batch_id=batch_id)
+        job = _queued(store, model, batch_id=batch_id)
         names = [n.decode() for n in script(keys=[], args=[job.id, model])]
         expected = job_keys(job) + [c or "" for c in channels(job.id, job.batch_id)]
-        expected += [keys.pending(model), keys.suspects(model), keys.leases()]
+        expected += [keys.pending(model), keys.suspects(model), keys.leases(), keys.deadlines()]
+        expected += [keys.lane(model, "batch", "low")]
         assert names == expected
