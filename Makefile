@@ -43,6 +43,7 @@ bench: install
 	$(PY) -m benchmarks.bench_batching
 	$(PY) -m benchmarks.bench_stall
 	$(PY) -m benchmarks.bench_leases
+	$(PY) -m benchmarks.bench_fairness
 
 lint: install
 	$(VENV)/bin/ruff check .
