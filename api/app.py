@@ -16,7 +16,7 @@ from api import errors
 from api.chatchat.router import router as chatchat_router
 from api.dify import protocol as dify_protocol
 from api.dify.router import router as dify_router
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, RateLimitHeaders
 from api.native.batches import router as batches_router
 from api.native.files import router as files_router
 from api.native.health import router as health_router
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="tokenq", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings  # authentication reads it (api/deps.py)
     errors.install(app)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

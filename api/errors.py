@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jobs.errors import (
     ContextOverflowError,
     InvalidRequestError,
+    RateLimitError,
     TokenqError,
     TooManyJobsError,
     UnavailableError,
@@ -102,8 +103,10 @@ class OpenAIRoute(APIRoute):
 
 
 def error_headers(exc: TokenqError) -> dict[str, str] | None:
-    """The headers an error's response carries, on every surface: Retry-After on 429 and 503,
-    WWW-Authenticate on 401."""
+    """The headers an error's response carries, on every surface: Retry-After on 429 and 503
+    (with the x-ratelimit-* headers on a rate limit), WWW-Authenticate on 401."""
+    if isinstance(exc, RateLimitError):
+        return {**exc.headers, "Retry-After": str(exc.retry_after_s)}
     if isinstance(exc, TooManyJobsError | UnavailableError):
         return {"Retry-After": str(exc.retry_after_s)}
     return {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None

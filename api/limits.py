@@ -1,12 +1,18 @@
-"""Request body size limit, enforced before the app reads the body (ASGI middleware).
+"""Limits that live beside the app (ASGI middleware): the request body's size, and the rate-limit
+headers of a response.
 
 A body with a Content-Length over the limit is refused at once. One without (chunked) is read
 here first, up to the limit, and handed to the app afterwards: so an oversize body is a 413 on
 every route, whatever reads it (FastAPI turns errors raised while it reads a body into 400).
+
+A request that a tenant's rate limits counted gets OpenAI's x-ratelimit-* headers on its
+response, whatever the route: JobService fills `rate_headers()` for the request, and
+RateLimitHeaders adds what it holds to the response's start.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,6 +21,50 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import tokenq_error_body
 from jobs.errors import BodyTooLargeError
+
+_RATE_HEADERS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "tokenq_rate_headers", default=None
+)
+
+
+def rate_headers() -> dict[str, str]:
+    """The current request's rate-limit headers, to fill (a throwaway dict outside a request)."""
+    headers = _RATE_HEADERS.get()
+    return headers if headers is not None else {}
+
+
+def duration(seconds: float) -> str:
+    """A duration as OpenAI's x-ratelimit-reset-* headers write it: 20ms, 1s, 6m0s."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    whole = round(seconds)
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+class RateLimitHeaders:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        _RATE_HEADERS.set(headers)  # filled in place, so child tasks' copies fill it too
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and headers:
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [
+                    (name.encode(), value.encode())
+                    for name, value in headers.items()
+                    if name.encode() not in present
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
 
 #: How a surface shapes an error body, by path prefix (tokenq's own shape elsewhere).
 ErrorShapes = Mapping[str, Callable[[BodyTooLargeError], dict[str, Any]]]

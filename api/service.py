@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import REDIS_OUTAGES, invalid_request
+from api.limits import duration, rate_headers
 from api.protocol import CreateJobRequest
 from api.streaming import EventHub, Finished, JobUpdate, LogFollower, Restarted, TextDelta
 from jobs import keys
@@ -31,7 +33,9 @@ from jobs.errors import (
     InvalidRequestError,
     ModelUnavailableError,
     NotFoundError,
+    OverloadedError,
     PayloadTooLargeError,
+    RateLimitError,
     TokenqError,
     TooManyJobsError,
 )
@@ -255,6 +259,56 @@ class JobService:
             )
         return admission
 
+    async def _check_queue_depth(self, jobs: list[Job]) -> None:
+        """503 overloaded when a model's line is past TOKENQ_MAX_QUEUE_DEPTH (interactive work
+        only: a batch waits durably instead)."""
+        limit = self.settings.max_queue_depth
+        if limit is None:
+            return
+        for model in {job.spec.model for job in jobs}:
+            depth = await self.store.queue_depth(model)
+            if depth >= limit:
+                raise OverloadedError(
+                    f"{depth} jobs wait for model {model!r}, the most it queues for requests "
+                    "answered as they run; retry later, or submit a batch",
+                    param="model",
+                )
+
+    async def _take_rate(self, tenant: str, jobs: list[Job]) -> None:
+        """Count the request against the tenant's requests and tokens per minute (the tokens it
+        reserves: prompt + max_tokens; a finished job gives back what it did not generate);
+        429 past either, with OpenAI's x-ratelimit-* headers either way."""
+        limits = self.settings.tenant_limits.get(tenant) or self.settings.tenant_limits.get("*")
+        if limits is None or (limits.rpm is None and limits.tpm is None):
+            return
+        tokens = sum(job.spec.prompt_tokens + job.spec.sampling.max_tokens for job in jobs)
+        verdict = await self.store.take_rate(tenant, limits.rpm, limits.tpm, tokens)
+        headers: dict[str, str] = {}
+        for what, cap, left, reset in (
+            ("requests", limits.rpm, verdict.requests_left, verdict.requests_reset_s),
+            ("tokens", limits.tpm, verdict.tokens_left, verdict.tokens_reset_s),
+        ):
+            if cap is not None:
+                headers[f"x-ratelimit-limit-{what}"] = str(cap)
+                headers[f"x-ratelimit-remaining-{what}"] = str(int(left))
+                headers[f"x-ratelimit-reset-{what}"] = duration(reset)
+        rate_headers().update(headers)
+        if verdict.admitted:
+            return
+        if limits.tpm is not None and tokens > limits.tpm:
+            message = (
+                f"the request reserves {tokens} tokens (prompt + max_tokens), more than your "
+                f"limit of {limits.tpm} a minute: lower max_tokens"
+            )
+        else:
+            message = (
+                f"rate limit reached ({limits.rpm or 'unlimited'} requests and "
+                f"{limits.tpm or 'unlimited'} tokens a minute); retry in "
+                f"{verdict.retry_after_s:.1f}s"
+            )
+        retry = max(1, math.ceil(min(verdict.retry_after_s, 60)))
+        raise RateLimitError(message, retry_after_s=retry, headers=headers)
+
     async def submit(
         self,
         requests: Sequence[CreateJobRequest],
@@ -272,6 +326,8 @@ class JobService:
         that never returns. Native jobs are accepted either way and wait durably.
         """
         jobs = await self._off_the_loop(self._build_jobs, requests, tenant, default_max_tokens)
+        await self._check_queue_depth(jobs)
+        await self._take_rate(tenant, jobs)
         if answer_waits:
             live = await self.live_workers()
             for model in {job.spec.model for job in jobs}:

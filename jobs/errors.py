@@ -16,8 +16,10 @@ TokenqError                    500  server_error         the base
 ├── UnsupportedMediaTypeError  415  unsupported_media_type  a body that is not JSON, JSONL or a form
 ├── ContextOverflowError       422  context_length_exceeded  prompt + max_tokens beyond the context
 ├── TooManyJobsError           429  too_many_jobs_in_flight  the tenant's in-flight limit
+├── RateLimitError             429  rate_limit_exceeded  the tenant's requests or tokens per minute
 ├── GenerationFailedError      502  generation_failed    a job a request waited on failed
 ├── UnavailableError           503  unavailable          Redis is down, or the broker refused
+│   ├── OverloadedError        503  overloaded           a model's line is past its depth limit
 │   └── ModelUnavailableError  503  model_unavailable    no live worker serves the model
 └── JobFailure                 500  (worker side)        why a job ended `failed`
     ├── EngineError            500  engine_error         the engine's own errors
@@ -125,6 +127,20 @@ class TooManyJobsError(TokenqError):
     retry_after_s = 5
 
 
+class RateLimitError(TokenqError):
+    """The tenant's requests or tokens per minute would pass its limit."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int, headers: dict[str, str]):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        #: OpenAI's x-ratelimit-* headers, sent with the error
+        self.headers = headers
+
+
 class GenerationFailedError(TokenqError):
     """A job the request waited on failed in its worker: the API is fine, its upstream was not."""
 
@@ -139,6 +155,14 @@ class UnavailableError(TokenqError):
     code = "unavailable"
     #: Seconds a client should wait before trying again (Redis restarting, loading its AOF).
     retry_after_s = 2
+
+
+class OverloadedError(UnavailableError):
+    """A model's line is past TOKENQ_MAX_QUEUE_DEPTH: new interactive work is refused (batches
+    are still accepted and wait)."""
+
+    code = "overloaded"
+    retry_after_s = 10
 
 
 class ModelUnavailableError(UnavailableError):

@@ -132,6 +132,12 @@ def drainer(model: str) -> str:
     return f"{PREFIX}:drainer:{model}"
 
 
+def tenant_rate(tenant: str, what: str) -> str:
+    """Hash (with a TTL): a tenant's token bucket for `what` ("requests" or "tokens") per minute:
+    level, at, cap (ratelimit.lua; a finished job gives back the tokens it did not use)."""
+    return f"{PREFIX}:tenant:{tenant}:rate:{what}"
+
+
 def idempotency(tenant: str, key: str) -> str:
     """String: the batch id created for a tenant's Idempotency-Key."""
     return f"{PREFIX}:idem:{tenant}:{key}"

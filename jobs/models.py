@@ -222,6 +222,7 @@ class Job(BaseModel):
             "priority": self.priority.value,
             # What the job costs its tenant's share (fair share is in tokens, not jobs).
             "cost": str(self.spec.prompt_tokens + self.spec.sampling.max_tokens),
+            "max_tokens": str(self.spec.sampling.max_tokens),
             "attempt": str(self.attempt),
             "created_at": repr(self.created_at),
             "expires_at": "" if self.expires_at is None else repr(self.expires_at),

@@ -5,11 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The checkout's root: configs/ and var/ are found relative to it by default.
 ROOT = Path(__file__).resolve().parents[1]
+
+
+class RateLimits(BaseModel):
+    """One tenant's rate limits (None: unlimited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(
+        None, ge=1, description="Tokens per minute: prompt + max_tokens, settled at the end."
+    )
 
 
 class Settings(BaseSettings):
@@ -66,6 +77,17 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="tenant name -> its share of a model's slots against other tenants "
         "waiting in the same lane (a tenant not listed weighs 1).",
+    )
+    tenant_limits: dict[str, RateLimits] = Field(
+        default_factory=dict,
+        description='tenant name -> {"rpm": ..., "tpm": ...} for requests that are answered '
+        'as they run (not batches); "*" applies to tenants not listed.',
+    )
+    max_queue_depth: int | None = Field(
+        None,
+        ge=1,
+        description="Jobs queued for one model past which new interactive work is refused "
+        "(503 overloaded); batches are still accepted. None: no limit.",
     )
     max_attempts: int = Field(
         3,

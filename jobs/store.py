@@ -47,6 +47,7 @@ SCRIPT_NAMES = (
     "requeue",
     "renew",
     "expire",
+    "ratelimit",
 )
 
 #: Jobs written before their commit carry this TTL: an API killed between the writes and the
@@ -76,6 +77,18 @@ class Emit:
     before: int | None = 0
     #: the highest seq the attempt handed out (None: none); the log goes on above it
     seq_floor: int | None = None
+
+
+@dataclass(frozen=True)
+class RateVerdict:
+    """ratelimit.lua's answer; -1 stands for an unlimited bucket."""
+
+    admitted: bool
+    requests_left: float
+    tokens_left: float
+    requests_reset_s: float
+    tokens_reset_s: float
+    retry_after_s: float
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,24 @@ class AsyncStore:
         if int(result) != -1:
             return int(result)
         return Admission(tenant, f"{reservation}:{n}")
+
+    async def take_rate(
+        self, tenant: str, rpm: int | None, tpm: int | None, tokens: int
+    ) -> RateVerdict:
+        """Take one request and `tokens` from the tenant's per-minute buckets, or neither."""
+        reply = await self._scripts["ratelimit"](
+            keys=[keys.tenant_rate(tenant, "requests"), keys.tenant_rate(tenant, "tokens")],
+            args=[time.time(), rpm or "", tpm or "", tokens],
+        )
+        values = [float(v) for v in reply]
+        return RateVerdict(values[0] == 1, *values[1:])
+
+    async def queue_depth(self, model: str) -> int:
+        """Jobs queued for the model (its line and its suspects)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.pending(model))
+        pipe.zcard(keys.suspects(model))
+        return sum(await pipe.execute())
 
     async def release(self, admission: Admission) -> None:
         """Give back an admission whose jobs were never committed."""

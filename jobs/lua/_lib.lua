@@ -85,6 +85,14 @@ local function finish_job(K, status, result_json, now, ttl, chan, bchan)
     end
   end
   if redis.call('DECR', K[6]) < 0 then redis.call('SET', K[6], 0) end
+  -- The tokens the job reserved and did not generate go back to its tenant's bucket (if any).
+  local bucket = P .. ':tenant:' .. (tenant or '') .. ':rate:tokens'
+  local reserved, generated = unpack(redis.call('HMGET', K[1], 'max_tokens', 'completion_tokens'))
+  local unused = (tonumber(reserved) or 0) - (tonumber(generated) or 0)
+  if unused > 0 and redis.call('EXISTS', bucket) == 1 then
+    local lvl, cap = unpack(redis.call('HMGET', bucket, 'level', 'cap'))
+    redis.call('HSET', bucket, 'level', math.min(tonumber(cap), tonumber(lvl) + unused))
+  end
   if not batch_id or batch_id == '' then return end
   redis.call('HINCRBY', K[3], status, 1)
   local n = batch_counts(K[3])
