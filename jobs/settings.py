@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +25,19 @@ class RateLimits(BaseModel):
     )
 
 
+class TenantConfig(BaseModel):
+    """One tenant in the tenants file (TOKENQ_TENANTS_CONFIG)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 hex of the tenant's API key."
+    )
+    weight: float | None = Field(None, gt=0, le=1000, description="Its share in fair share.")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOKENQ_", env_file=".env", extra="ignore")
 
@@ -37,6 +52,12 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    tenants_config: Path | None = Field(
+        None,
+        description="A YAML file with every tenant in one place: `tenants: {name: {key_sha256, "
+        "weight, rpm, tpm}}` (configs/tenants.example.yaml). What it says wins over "
+        "TOKENQ_API_KEYS, TOKENQ_TENANT_WEIGHTS and TOKENQ_TENANT_LIMITS.",
+    )
     api_keys: dict[str, str] = Field(
         default_factory=dict,
         description="tenant name -> sha256 hex of its API key; empty = one anonymous tenant.",
@@ -107,6 +128,28 @@ class Settings(BaseSettings):
         if any(not 0 < w <= 1000 for w in weights.values()):
             raise ValueError("tenant weights must be above 0 and at most 1000")
         return weights
+
+    @model_validator(mode="after")
+    def _tenants_file(self) -> Settings:
+        if self.tenants_config is None:
+            return self
+        try:
+            raw = yaml.safe_load(self.tenants_config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"tenants_config {self.tenants_config}: {exc}") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("tenants") or {}, dict):
+            raise ValueError(f"tenants_config {self.tenants_config}: expected `tenants: {{...}}`")
+        for name, entry in (raw.get("tenants") or {}).items():
+            tenant = TenantConfig.model_validate(entry or {})
+            if name == "*" and tenant.key_sha256 is not None:
+                raise ValueError('tenants_config: "*" sets defaults; it can have no key')
+            if tenant.key_sha256 is not None:
+                self.api_keys[str(name)] = tenant.key_sha256
+            if tenant.weight is not None:
+                self.tenant_weights[str(name)] = tenant.weight
+            if tenant.rpm is not None or tenant.tpm is not None:
+                self.tenant_limits[str(name)] = RateLimits(rpm=tenant.rpm, tpm=tenant.tpm)
+        return self
 
     @model_validator(mode="after")
     def _visibility_above_time_limit(self) -> Settings:
