@@ -100,9 +100,13 @@ local function finish_job(K, status, result_json, now, ttl, chan, bchan)
     '{"job_id":"' .. job_id .. '","custom_id":' .. cjson.encode(custom_id or '') .. ',"index":' .. idx ..
     ',"status":"' .. status .. '","counts":' .. counts_json(n) .. '}')
   if n[2] + n[3] + n[4] + n[5] >= n[1] then
-    local bstatus = redis.call('HGET', K[3], 'status')
+    local bstatus, window = unpack(redis.call('HMGET', K[3], 'status', 'expires_at'))
     local final = 'completed'
-    if bstatus == 'cancelling' then final = 'cancelled' end
+    if bstatus == 'cancelling' then
+      final = 'cancelled'
+    elseif n[5] > 0 and window and window ~= '' and tonumber(window) <= tonumber(now) then
+      final = 'expired'  -- OpenAI's word for a batch whose window ran out before all of it ran
+    end
     redis.call('HSET', K[3], 'status', final, 'finalizing_at', now, final .. '_at', now)
     append(K[3], K[4], bchan, 'status', '{"status":"' .. final .. '","at":' .. now .. '}')
     append(K[3], K[4], bchan, 'done', '{"status":"' .. final .. '","counts":' .. counts_json(n) .. '}')

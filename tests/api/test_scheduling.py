@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import redis
 
+from cli.stack import Stack, free_port
 from jobs import keys
-from tests.conftest import submit, wait_for, wait_job
+from tests.conftest import ALICE_KEY, submit, wait_for, wait_job
 
 
 def _batch(client: httpx.Client, n: int, label: str, **fields: Any) -> dict[str, Any]:
@@ -120,3 +121,26 @@ def test_openai_service_tier_is_a_priority(client: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     job = client.get(f"/v1/jobs/{response.headers['X-Tokenq-Job-Id']}").json()
     assert job["priority"] == "low"
+
+
+def test_a_batch_whose_window_runs_out_ends_expired(stack: Stack) -> None:
+    # An API whose batches have a 2 s window (TOKENQ_BATCH_WINDOW_S; 24 h by default)
+    api = Stack(env=dict(stack.env, TOKENQ_BATCH_WINDOW_S="2"), log_dir=stack.log_dir)
+    try:
+        base = api.start_api("127.0.0.1", free_port())
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ALICE_KEY}"}) as c:
+            jobs = [{"prompt": "never runs", "max_tokens": 1}] * 3
+            created = c.post("/v1/batches", json={"model": "idle", "jobs": jobs})
+            assert created.status_code == 202, created.text
+            batch_id = created.json()["id"]
+            # Then the reconciler expires its jobs at the window, and the batch ends expired
+            batch = wait_for(
+                lambda: (b := c.get(f"/v1/batches/{batch_id}").json())["status"] == "expired" and b,
+                60,
+                "the batch to expire",
+            )
+            errors = c.get(f"/v1/batches/{batch_id}/errors").text.splitlines()
+    finally:
+        api.stop()
+    assert batch["request_counts"]["expired"] == 3 and batch["expired_at"] is not None
+    assert len(errors) == 3
