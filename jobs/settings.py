@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
