@@ -102,4 +102,4 @@ EXPOSE 8000
 
 # Serves on all interfaces: set TOKENQ_API_KEYS (see configs/.env.example), the API itself does
 # not refuse to run without keys.
-CMD ["uvicorn", "--factory", "api.app:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "--factory", "api.app:create_app", "--http", "api.connections:GuardedHttpToolsProtocol", "--host", "0.0.0.0", "--port", "8000"]

@@ -45,6 +45,8 @@ _REDIS_LOG_PREFIX = re.compile(r"^\d+:[XCSM] \d+ \w+ \d+ [\d:.]+ [.\-*#] ")
 MODEL_LOAD_TIMEOUT_S = 600
 #: The command line of tokenq's API process (as Stack.start_api runs it).
 API_FACTORY = "api.app:create_app"
+#: uvicorn's HTTP protocol with header and body read timeouts (slow clients are cut off).
+API_HTTP_PROTOCOL = "api.connections:GuardedHttpToolsProtocol"
 
 
 class StackError(Exception):
@@ -446,6 +448,8 @@ class Stack:
                 "uvicorn",
                 "--factory",
                 API_FACTORY,
+                "--http",
+                API_HTTP_PROTOCOL,
                 "--host",
                 host,
                 "--port",
