@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await hub.close()
             await client.aclose()
+            service.sandbox.close()
 
     app = FastAPI(title="tokenq", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings  # authentication reads it (api/deps.py)

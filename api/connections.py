@@ -76,7 +76,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         logger.warning(
             "closing a connection from %s: its request %s took more than %.0f s",
-            "%s:%d" % self.client if self.client else "?",
+            f"{self.client[0]}:{self.client[1]}" if self.client else "?",
             "headers" if what == "headers" else "body paused",
             timeout_s,
         )

@@ -54,7 +54,8 @@ from jobs.models import (
     StoredFile,
 )
 from jobs.queue import enqueue
-from jobs.registry import Registry
+from jobs.registry import ModelConfig, Registry
+from jobs.sandbox import GrammarSandbox, SandboxError
 from jobs.settings import Settings
 from jobs.store import Admission, AsyncStore
 from jobs.templates import PromptTemplates
@@ -118,6 +119,8 @@ class JobService:
         # every stream and /healthz.
         self._validation = anyio.CapacityLimiter(VALIDATION_THREADS)
         self._live_workers: tuple[float, dict[str, int]] | None = None
+        #: llama.cpp's grammar parse and the JSON-schema converter, in a child process
+        self.sandbox = GrammarSandbox()
 
     @property
     def stream_ping_s(self) -> float:
@@ -209,8 +212,12 @@ class JobService:
             if why := schema_problem(request.json_schema, schema_chars):
                 raise InvalidRequestError(why, param="json_schema", code="schema_too_complex")
             try:
-                grammar = json_schema_grammar(request.json_schema or None)
-            except Exception as exc:  # the converter raises plain errors on schemas it cannot do
+                grammar = (
+                    self.sandbox.schema_to_gbnf(request.json_schema)
+                    if request.json_schema
+                    else json_schema_grammar(None)
+                )
+            except (ValueError, SandboxError) as exc:
                 raise InvalidRequestError(
                     f"json_schema cannot be turned into a grammar: {exc}", param="json_schema"
                 ) from exc
@@ -219,7 +226,7 @@ class JobService:
             # Bounds first: llama.cpp's parser crashes on deep grammars (jobs/grammars.py).
             if why := grammar_problem(sampling.grammar):
                 raise InvalidRequestError(why, param=grammar_param, code="grammar_too_complex")
-            if why := tokenizer.grammar_error(sampling.grammar):
+            if why := self._grammar_error(model, tokenizer, sampling.grammar):
                 raise InvalidRequestError(why, param=grammar_param, code="invalid_grammar")
         spec = JobSpec(
             model=model.alias,
@@ -246,6 +253,16 @@ class JobService:
             created_at=now,
             expires_at=expires_at,
         )
+
+    def _grammar_error(self, model: ModelConfig, tokenizer: Tokenizer, gbnf: str) -> str | None:
+        """Why the model's llama.cpp would refuse the grammar; parsed in the sandbox (a crash
+        there costs the child process, not the API)."""
+        if model.gguf is None or model.engine == "fake":
+            return tokenizer.grammar_error(gbnf)
+        try:
+            return self.sandbox.grammar_error(model.gguf.resolve(self.settings.data_dir), gbnf)
+        except SandboxError as exc:
+            return f"the grammar cannot be checked: {exc}"
 
     async def admit(self, tenant: str, n: int) -> Admission:
         """Count n more jobs in flight for the tenant, in one Redis step; 429 when that would
