@@ -11,12 +11,16 @@ TokenqError                    500  server_error         the base
 ├── NotFoundError              404  not_found            unknown id, or another tenant's
 │   └── UnknownModelError      404  model_not_found      with the list of known aliases
 ├── ConflictError              409  conflict             e.g. cancelling a finished job
+│   └── IdempotencyKeyInProgressError 409  idempotency_key_in_progress  its batch is being made
 ├── PayloadTooLargeError       413  payload_too_large    body or batch over its limit
-│   └── BodyTooLargeError      413  payload_too_large    a body that grew past the limit as read
+│   ├── BodyTooLargeError      413  payload_too_large    a body that grew past the limit as read
+│   └── FileTooLargeError      413  file_too_large       one file over the tenant's storage quota
 ├── UnsupportedMediaTypeError  415  unsupported_media_type  a body that is not JSON, JSONL or a form
 ├── ContextOverflowError       422  context_length_exceeded  prompt + max_tokens beyond the context
+├── IdempotencyKeyReusedError  422  idempotency_key_reused  the key was sent with another body
 ├── TooManyJobsError           429  too_many_jobs_in_flight  the tenant's in-flight limit
 ├── RateLimitError             429  rate_limit_exceeded  the tenant's requests or tokens per minute
+│   └── StorageQuotaError      429  storage_quota_exceeded  the tenant's stored files or bytes
 ├── GenerationFailedError      502  generation_failed    a job a request waited on failed
 ├── UnavailableError           503  unavailable          Redis is down, or the broker refused
 │   ├── OverloadedError        503  overloaded           a model's line is past its depth limit
@@ -97,6 +101,14 @@ class ConflictError(TokenqError):
     code = "conflict"
 
 
+class IdempotencyKeyInProgressError(ConflictError):
+    """An Idempotency-Key whose first request is still creating its batch: retry shortly."""
+
+    code = "idempotency_key_in_progress"
+    #: Seconds a client should wait before trying again.
+    retry_after_s = 1
+
+
 class PayloadTooLargeError(TokenqError):
     status_code = 413
     type = "invalid_request_error"
@@ -105,6 +117,12 @@ class PayloadTooLargeError(TokenqError):
 
 class BodyTooLargeError(PayloadTooLargeError):
     """Raised while a body is read (chunked, or longer than its Content-Length said)."""
+
+
+class FileTooLargeError(PayloadTooLargeError):
+    """An uploaded file larger than the tenant's whole storage quota: it can never be stored."""
+
+    code = "file_too_large"
 
 
 class UnsupportedMediaTypeError(TokenqError):
@@ -117,6 +135,14 @@ class ContextOverflowError(TokenqError):
     status_code = 422
     type = "invalid_request_error"
     code = "context_length_exceeded"
+
+
+class IdempotencyKeyReusedError(TokenqError):
+    """An Idempotency-Key sent again with a different request (body, content type or query)."""
+
+    status_code = 422
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
 
 
 class TooManyJobsError(TokenqError):
@@ -139,6 +165,16 @@ class RateLimitError(TokenqError):
         self.retry_after_s = retry_after_s
         #: OpenAI's x-ratelimit-* headers, sent with the error
         self.headers = headers
+
+
+class StorageQuotaError(RateLimitError):
+    """The tenant's uploaded files would pass TOKENQ_MAX_TENANT_FILE_BYTES or
+    TOKENQ_MAX_TENANT_FILES: delete some, or wait `retry_after_s` for enough to expire."""
+
+    code = "storage_quota_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int):
+        super().__init__(message, retry_after_s=retry_after_s, headers={})
 
 
 class GenerationFailedError(TokenqError):

@@ -139,7 +139,8 @@ def tenant_rate(tenant: str, what: str) -> str:
 
 
 def idempotency(tenant: str, key: str) -> str:
-    """String: the batch id created for a tenant's Idempotency-Key."""
+    """String (with a TTL): a tenant's Idempotency-Key, JSON `{state, sha256, batch_id}`: the
+    request's hash and the batch it makes (`pending`, a short TTL) or made (`done`)."""
     return f"{PREFIX}:idem:{tenant}:{key}"
 
 
@@ -153,3 +154,19 @@ def hub_parking_channel() -> str:
     """Pub/sub channel no one publishes on: the API's event hub subscribes to it at start, since
     a pub/sub connection with no subscription cannot be read."""
     return f"{PREFIX}:chan:_hub"
+
+
+def tenant_files(tenant: str) -> str:
+    """Sorted set: a tenant's stored files (file ids, and `admit:<id>` for uploads admitted and
+    not yet stored) scored by the time they expire; file_quota.lua drops the expired ones."""
+    return f"{PREFIX}:tenant:{tenant}:files"
+
+
+def tenant_file_sizes(tenant: str) -> str:
+    """Hash: member of tenant_files(tenant) -> its bytes."""
+    return f"{PREFIX}:tenant:{tenant}:file_sizes"
+
+
+def tenant_file_bytes(tenant: str) -> str:
+    """Integer: the sum of tenant_file_sizes(tenant) (bounded by TOKENQ_MAX_TENANT_FILE_BYTES)."""
+    return f"{PREFIX}:tenant:{tenant}:file_bytes"

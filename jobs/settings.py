@@ -74,6 +74,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Jobs one tenant may have accepted and not yet final (429 past it).",
     )
+    max_tenant_file_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="Bytes of uploaded files one tenant may keep stored (a larger file is 413; "
+        "one that would pass it with the files already stored, 429).",
+    )
+    max_tenant_files: int = Field(
+        1000, ge=1, description="Uploaded files one tenant may keep stored (429 past it)."
+    )
     job_time_limit_s: int = Field(900, ge=2, description="Hard limit on one job's run.")
     visibility_timeout_s: int = Field(
         3600, ge=2, description="Redelivery delay of an unacked job; above the job time limit."

@@ -6,9 +6,12 @@ the same scripts from jobs/lua/, each prefixed with _lib.lua.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -27,6 +30,8 @@ from jobs.models import (
     JobStatus,
     StoredFile,
 )
+
+logger = logging.getLogger(__name__)
 
 #: Jobs written per pipeline round trip when creating a batch.
 WRITE_CHUNK = 1000
@@ -48,6 +53,8 @@ SCRIPT_NAMES = (
     "renew",
     "expire",
     "ratelimit",
+    "idempotency",
+    "file_quota",
 )
 
 #: Jobs written before their commit carry this TTL: an API killed between the writes and the
@@ -55,6 +62,12 @@ SCRIPT_NAMES = (
 STAGING_TTL_S = 3600
 #: An admission lapses this long after it was made if its jobs were never committed.
 RESERVATION_TTL_S = 600
+#: A pending Idempotency-Key lapses this long after its creator last refreshed it (every third of
+#: it while the batch is made): a retry after the creator died is not refused for long.
+IDEMPOTENCY_PENDING_TTL_S = 30
+#: An upload admitted against its tenant's storage quota is counted this long at most before
+#: its file is stored (then the file is counted instead).
+FILE_ADMISSION_TTL_S = 300
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,34 @@ class Admission:
 
     tenant: str
     member: str  #: `<reservation id>:<n>` in keys.tenant_reservations(tenant)
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What an Idempotency-Key says (idempotency.lua): `claimed` (this request makes the batch),
+    `pending` (another request is making `batch_id`), `done` (it made `batch_id`) or `reused`
+    (it was sent with another request)."""
+
+    state: str
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FileAdmission:
+    """Room taken in a tenant's storage quota for one upload until its file is stored."""
+
+    tenant: str
+    member: str  #: `admit:<id>` in keys.tenant_files(tenant)
+
+
+@dataclass(frozen=True)
+class QuotaRefusal:
+    """An upload past the tenant's storage quota: what it stores now, and how long until enough
+    of that expires for the upload to fit."""
+
+    files: int
+    bytes: int
+    retry_after_s: float
 
 
 @dataclass(frozen=True)
@@ -121,6 +162,10 @@ def channels(job_id: str, batch_id: str | None) -> list[str]:
 
 def initial_event(status: str, at: float) -> str:
     return Event.encode(1, EventType.STATUS, {"status": status, "at": at})
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _decode(raw: dict[Any, Any]) -> dict[str, str]:
@@ -324,11 +369,54 @@ class AsyncStore:
         return found[:limit], len(found) > limit
 
     async def put_file(self, record: StoredFile, content: bytes, ttl_s: int) -> None:
+        """Store the file, and count it in its tenant's storage quota, in one MULTI (see
+        admit_file for the check)."""
+        expires_at = record.expires_at if record.expires_at is not None else time.time() + ttl_s
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.file_content(record.id), content, ex=ttl_s)
         pipe.hset(keys.file(record.id), mapping=record.to_redis())  # type: ignore[arg-type]
         pipe.expire(keys.file(record.id), ttl_s)
+        await self._file_quota(
+            record.tenant, "add", record.id, record.bytes, repr(expires_at), client=pipe
+        )
         await pipe.execute()
+
+    async def admit_file(
+        self, tenant: str, size: int, max_bytes: int, max_files: int
+    ) -> FileAdmission | QuotaRefusal:
+        """Take room for a file of `size` bytes in the tenant's storage quota, unless that
+        passes it: a FileAdmission to give back (release_file_admission) once the file is
+        stored or failed to be, else what the tenant stores now. Stored files are counted until
+        they expire or are deleted."""
+        member = f"admit:{secrets.token_hex(8)}"
+        lapses_at = time.time() + FILE_ADMISSION_TTL_S
+        reply = await self._file_quota(
+            tenant, "admit", member, size, repr(lapses_at), max_bytes, max_files
+        )
+        if int(reply[0]) == 1:
+            return FileAdmission(tenant, member)
+        return QuotaRefusal(int(reply[1]), int(reply[2]), float(_text(reply[3])))
+
+    async def release_file_admission(self, admission: FileAdmission) -> None:
+        await self._file_quota(admission.tenant, "remove", admission.member)
+
+    async def delete_file(self, record: StoredFile) -> None:
+        """Delete an uploaded file and give back what it took of its tenant's quota."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.file(record.id), keys.file_content(record.id))
+        await self._file_quota(record.tenant, "remove", record.id, client=pipe)
+        await pipe.execute()
+
+    async def _file_quota(self, tenant: str, step: str, *args: Any, client: Any = None) -> Any:
+        return await self._scripts["file_quota"](
+            keys=[
+                keys.tenant_files(tenant),
+                keys.tenant_file_sizes(tenant),
+                keys.tenant_file_bytes(tenant),
+            ],
+            args=[step, time.time(), *args],
+            client=client,
+        )
 
     async def get_file(self, file_id: str) -> StoredFile | None:
         raw = await self.redis.hgetall(keys.file(file_id))
@@ -374,16 +462,60 @@ class AsyncStore:
         fields = entries[0][1]
         return Event.parse(fields[b"e"] if b"e" in fields else fields["e"])
 
-    async def claim_idempotency_key(self, tenant: str, key: str, batch_id: str) -> str | None:
-        """Record key -> batch_id unless the key is taken; return the batch id it already names."""
+    async def claim_idempotency_key(
+        self, tenant: str, key: str, sha256: str, batch_id: str
+    ) -> IdempotencyClaim:
+        """Take the key for a request whose hash is `sha256` and the batch it will make, unless
+        another request has it. A pending key whose batch is already committed (its creator
+        died before finish_idempotency_key) is finished here and answered `done`."""
         redis_key = keys.idempotency(tenant, key)
-        if await self.redis.set(redis_key, batch_id, nx=True, ex=self.result_ttl_s):
-            return None
-        existing = await self.redis.get(redis_key)
-        return existing.decode() if isinstance(existing, bytes) else existing
+        reply = await self._idempotency(
+            redis_key, "claim", sha256, batch_id, IDEMPOTENCY_PENDING_TTL_S * 1000
+        )
+        state = _text(reply[0])
+        found = _text(reply[1]) if len(reply) > 1 else None
+        if state == "pending" and found and await self.redis.exists(keys.batch(found)):
+            await self._idempotency(redis_key, "finish", found, self.result_ttl_s)
+            state = "done"
+        return IdempotencyClaim(state, found)
 
-    async def release_idempotency_key(self, tenant: str, key: str) -> None:
-        await self.redis.delete(keys.idempotency(tenant, key))
+    @asynccontextmanager
+    async def holding_idempotency_key(
+        self, tenant: str, key: str, batch_id: str
+    ) -> AsyncIterator[None]:
+        """Keep our pending key alive while its batch is made (every third of its TTL)."""
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(IDEMPOTENCY_PENDING_TTL_S / 3)
+                try:
+                    await self._idempotency(
+                        keys.idempotency(tenant, key),
+                        "refresh",
+                        batch_id,
+                        IDEMPOTENCY_PENDING_TTL_S * 1000,
+                    )
+                except redis.RedisError as exc:  # the next refresh may find Redis back
+                    logger.warning("could not refresh Idempotency-Key %r: %s", key, exc)
+
+        task = asyncio.create_task(refresh())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    async def finish_idempotency_key(self, tenant: str, key: str, batch_id: str) -> None:
+        """Our batch is committed: the key names it for as long as results are kept."""
+        await self._idempotency(
+            keys.idempotency(tenant, key), "finish", batch_id, self.result_ttl_s
+        )
+
+    async def release_idempotency_key(self, tenant: str, key: str, batch_id: str) -> None:
+        """Our request failed before its batch was committed: a retry may try again."""
+        await self._idempotency(keys.idempotency(tenant, key), "release", batch_id)
+
+    async def _idempotency(self, redis_key: str, *args: Any) -> Any:
+        return await self._scripts["idempotency"](keys=[redis_key], args=list(args))
 
 
 class WorkerStore:

@@ -3,6 +3,8 @@ list, export results, cancel."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -11,7 +13,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from api.deps import Service, Tenant
-from api.errors import validation_message
+from api.errors import tokenq_error_body, validation_message
 from api.native.results import export_results
 from api.native.sse import last_event_id, log_response
 from api.openai import batches as openai_batches
@@ -24,8 +26,14 @@ from api.protocol import (
     metadata_adapter,
     utf8_lines,
 )
-from api.service import new_id
-from jobs.errors import ConflictError, InvalidRequestError, UnsupportedMediaTypeError
+from api.service import JobService, new_id
+from jobs.errors import (
+    ConflictError,
+    IdempotencyKeyInProgressError,
+    IdempotencyKeyReusedError,
+    InvalidRequestError,
+    UnsupportedMediaTypeError,
+)
 from jobs.models import BatchStatus, Priority
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -161,36 +169,80 @@ async def create_batch(
 
     OpenAI's body (`input_file_id`, `endpoint`, `completion_window`, `metadata`) reads the jobs
     from an uploaded file instead, where a bad line is a failed request (200, as OpenAI answers).
-    With an Idempotency-Key header, a repeated request returns the batch the first one created.
+    With an Idempotency-Key header, a repeated request returns the batch the first one created
+    (200); the key is bound to the request's hash, so one with another body is 422, and one while
+    the first is still creating its batch is 409 with Retry-After.
     """
-    body = await read_batch_body(request)
-    if idempotency_key:
-        reserved = new_id("batch")
-        existing = await service.store.claim_idempotency_key(tenant, idempotency_key, reserved)
-        if existing is not None:
-            batch = await service.owned_batch(existing, tenant)
-            return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
-    batch_id = reserved if idempotency_key else None
-    try:
-        if isinstance(body, CreateBatchRequest):
-            batch = await openai_batches.create_batch(service, body, tenant, batch_id)
-        else:
-            batch = await service.submit_batch(
-                body.items,
-                tenant,
-                model=body.model,
-                metadata=body.metadata,
-                item_label=body.label,
-                batch_id=batch_id,
-                priority=body.priority,
-            )
-    except Exception:
-        if idempotency_key:
-            await service.store.release_idempotency_key(tenant, idempotency_key)
-        raise
-    if isinstance(body, CreateBatchRequest):
+    if not idempotency_key:
+        return await _create_batch(request, tenant, service, None)
+    batch_id = new_id("batch")
+    sha256 = await request_sha256(request)
+    claim = await service.store.claim_idempotency_key(tenant, idempotency_key, sha256, batch_id)
+    if claim.state == "reused":
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was sent with a different request (body, Content-Type or "
+            "query); use a new key for a new request",
+            param="Idempotency-Key",
+        )
+    if claim.state == "pending":
+        busy = IdempotencyKeyInProgressError(
+            "the first request with this Idempotency-Key is still creating its batch; retry "
+            "shortly",
+            param="Idempotency-Key",
+        )
+        headers = {"Retry-After": str(busy.retry_after_s)}
+        return JSONResponse(tokenq_error_body(busy), busy.status_code, headers=headers)
+    if claim.state == "done":
+        batch = await service.owned_batch(claim.batch_id or "", tenant)
         return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
+    try:
+        async with service.store.holding_idempotency_key(tenant, idempotency_key, batch_id):
+            response = await _create_batch(request, tenant, service, batch_id)
+    except Exception:
+        await service.store.release_idempotency_key(tenant, idempotency_key, batch_id)
+        raise
+    await service.store.finish_idempotency_key(tenant, idempotency_key, batch_id)
+    return response
+
+
+async def _create_batch(
+    request: Request, tenant: str, service: JobService, batch_id: str | None
+) -> Any:
+    body = await read_batch_body(request)
+    if isinstance(body, CreateBatchRequest):
+        batch = await openai_batches.create_batch(service, body, tenant, batch_id)
+        return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
+    batch = await service.submit_batch(
+        body.items,
+        tenant,
+        model=body.model,
+        metadata=body.metadata,
+        item_label=body.label,
+        batch_id=batch_id,
+        priority=body.priority,
+    )
     return BatchResponse.from_batch(batch)
+
+
+async def request_sha256(request: Request) -> str:
+    """What an Idempotency-Key is bound to: the sha256 of the request's Content-Type, query
+    string and body bytes. A multipart body's boundary is left out (most clients draw a new one
+    for each upload, a retry too): it only delimits the parts."""
+    content_type = request.headers.get("content-type", "")
+    body = await request.body()  # kept by the request: read_batch_body reads it again
+    boundary = _BOUNDARY.search(content_type)
+    if content_type.lower().startswith("multipart/") and boundary:
+        content_type = content_type.replace(boundary.group(1), "")
+        body = body.replace(b"--" + boundary.group(1).encode("latin-1"), b"--")
+    digest = hashlib.sha256()
+    for part in (content_type.encode("latin-1"), request.url.query.encode("latin-1"), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+#: A multipart Content-Type's boundary parameter (RFC 2046 5.1.1), quoted or not.
+_BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 
 
 @router.get("", response_model=ListBatchesResponse)
