@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from api import errors
 from api.chatchat.router import router as chatchat_router
@@ -73,5 +74,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openai_router,
         files_router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=_error_responses(router))
     return app
+
+
+def _error_responses(router: APIRouter) -> dict[int | str, dict[str, Any]] | None:
+    """The error responses the OpenAPI schema shows for a router's routes: the shape they
+    answer in (the health probes answer none of them; a WebSocket is not in the schema)."""
+    if router is health_router or router is ws_chat_router:
+        return None
+    if router is dify_router:
+        return dify_protocol.DIFY_ERROR_RESPONSES
+    return errors.ERROR_RESPONSES

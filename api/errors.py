@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobs.errors import (
@@ -46,6 +47,31 @@ def redis_unavailable(exc: Exception) -> UnavailableError:
 
 #: The first item of a FastAPI error's `loc` says where the value was; the field path follows.
 _LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response but Dify's (OpenAI's shape)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
+#: What the OpenAPI schema says of the error responses of a route in this shape (in place of
+#: FastAPI's default 422 `{"detail": [...]}`, which no route of tokenq answers).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "The request was refused"},
+    "5XX": {"model": ErrorResponse, "description": "The service could not answer"},
+}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:

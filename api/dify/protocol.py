@@ -189,6 +189,23 @@ _BY_STATUS = {
 }
 
 
+class DifyErrorResponse(BaseModel):
+    """The body of every error response on the Dify routes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    status: int
+
+
+#: What the OpenAPI schema says of the error responses of the Dify routes.
+DIFY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": DifyErrorResponse, "description": "The request was refused"},
+    "5XX": {"model": DifyErrorResponse, "description": "The service could not answer"},
+}
+
+
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     return {"code": code, "message": message, "status": status}
 

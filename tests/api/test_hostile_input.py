@@ -236,5 +236,30 @@ def test_prompt_text_is_bounded_in_total(client: httpx.Client) -> None:
     assert dify.status_code == 400 and dify.json()["code"] == "invalid_param", dify.text
 
 
+def test_the_openapi_schema_shows_the_error_shape_each_surface_answers(
+    client: httpx.Client,
+) -> None:
+    # It showed FastAPI's 422 `{"detail": [...]}` on every route, a body no route answers (and a
+    # status the OpenAI and Dify routes never answer): a client generated from it was wrong.
+    schema = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+    def error_schema(method: str, path: str) -> dict:
+        responses = schema["paths"][path][method]["responses"]
+        assert "422" not in responses and "5XX" in responses
+        ref = responses["4XX"]["content"]["application/json"]["schema"]["$ref"]
+        return schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+    native = client.post("/v1/jobs", json={"model": "fake"})
+    assert native.status_code == 422
+    for method, path in (("post", "/v1/jobs"), ("post", "/v1/chat/completions")):
+        documented = error_schema(method, path)
+        assert set(documented["required"]) == set(native.json()) == {"error"}
+    dify = client.post("/v1/completion-messages", json={"query": "a"})
+    assert dify.status_code == 400
+    documented = error_schema("post", "/v1/completion-messages")
+    assert set(documented["required"]) == set(dify.json()) == {"code", "message", "status"}
+
+
 def test_the_api_is_still_up(client: httpx.Client) -> None:
     assert client.get("/healthz").status_code == 200
