@@ -25,6 +25,7 @@ TokenqError                    500  server_error         the base
 ├── UnavailableError           503  unavailable          Redis is down, or the broker refused
 │   ├── OverloadedError        503  overloaded           a model's line is past its depth limit
 │   └── ModelUnavailableError  503  model_unavailable    no live worker serves the model
+├── SandboxError               500  (jobs/sandbox.py)    the grammar sandbox crashed or ran out; the API answers 400
 └── JobFailure                 500  (worker side)        why a job ended `failed`
     ├── EngineError            500  engine_error         the engine's own errors
     │   ├── PromptTooLongError 500  engine_error         (worker/engine.py) past the context

@@ -23,6 +23,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from jobs.errors import TokenqError
+
 logger = logging.getLogger(__name__)
 
 #: The child's address-space limit: its Python, llama.cpp, and each model's vocabulary (mmapped).
@@ -31,8 +33,9 @@ MEMORY_BYTES = 3 * 1024**3
 TIMEOUT_S = 10.0
 
 
-class SandboxError(Exception):
-    """The child could not give an answer: it crashed, ran out of memory or out of time."""
+class SandboxError(TokenqError):
+    """The child could not give an answer: it crashed, ran out of memory or out of time. The
+    API answers it as a 400 about the grammar (api/service.py), never as itself."""
 
 
 def _serve(conn: Connection, memory_bytes: int) -> None:
