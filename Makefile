@@ -44,6 +44,7 @@ bench: install
 	$(PY) -m benchmarks.bench_stall
 	$(PY) -m benchmarks.bench_leases
 	$(PY) -m benchmarks.bench_fairness
+	$(PY) -m benchmarks.bench_hostile
 
 lint: install
 	$(VENV)/bin/ruff check .
