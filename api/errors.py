@@ -23,9 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jobs.errors import (
     ContextOverflowError,
     InvalidRequestError,
-    RateLimitError,
     TokenqError,
-    TooManyJobsError,
     UnavailableError,
 )
 
@@ -129,13 +127,15 @@ class OpenAIRoute(APIRoute):
 
 
 def error_headers(exc: TokenqError) -> dict[str, str] | None:
-    """The headers an error's response carries, on every surface: Retry-After on 429 and 503
-    (with the x-ratelimit-* headers on a rate limit), WWW-Authenticate on 401."""
-    if isinstance(exc, RateLimitError):
-        return {**exc.headers, "Retry-After": str(exc.retry_after_s)}
-    if isinstance(exc, TooManyJobsError | UnavailableError):
-        return {"Retry-After": str(exc.retry_after_s)}
-    return {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    """The headers an error's response carries, on every surface: Retry-After where the error
+    says when to retry (429s, 503s, 409 idempotency_key_in_progress), its own headers (the
+    x-ratelimit-* of a rate limit), WWW-Authenticate on 401."""
+    headers = dict(exc.headers)
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return headers or None
 
 
 def _tokenq_error(_: Request, exc: Exception) -> JSONResponse:

@@ -40,13 +40,27 @@ class TokenqError(Exception):
     status_code = 500
     type = "server_error"
     code: str | None = None
+    #: Seconds a client should wait before trying again (answered as Retry-After); None: none.
+    retry_after_s: int | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+        #: more headers of the error's response (OpenAI's x-ratelimit-* on a rate limit)
+        self.headers = headers or {}
 
     def with_label(self, label: str) -> TokenqError:
         """The same error about one item of many (a batch's line): `label: message`."""
@@ -106,7 +120,6 @@ class IdempotencyKeyInProgressError(ConflictError):
     """An Idempotency-Key whose first request is still creating its batch: retry shortly."""
 
     code = "idempotency_key_in_progress"
-    #: Seconds a client should wait before trying again.
     retry_after_s = 1
 
 
@@ -150,7 +163,6 @@ class TooManyJobsError(TokenqError):
     status_code = 429
     type = "rate_limit_error"
     code = "too_many_jobs_in_flight"
-    #: Seconds a client should wait before trying again.
     retry_after_s = 5
 
 
@@ -161,21 +173,12 @@ class RateLimitError(TokenqError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: int, headers: dict[str, str]):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        #: OpenAI's x-ratelimit-* headers, sent with the error
-        self.headers = headers
-
 
 class StorageQuotaError(RateLimitError):
     """The tenant's uploaded files would pass TOKENQ_MAX_TENANT_FILE_BYTES or
     TOKENQ_MAX_TENANT_FILES: delete some, or wait `retry_after_s` for enough to expire."""
 
     code = "storage_quota_exceeded"
-
-    def __init__(self, message: str, *, retry_after_s: int):
-        super().__init__(message, retry_after_s=retry_after_s, headers={})
 
 
 class GenerationFailedError(TokenqError):
@@ -190,8 +193,7 @@ class UnavailableError(TokenqError):
     status_code = 503
     type = "server_error"
     code = "unavailable"
-    #: Seconds a client should wait before trying again (Redis restarting, loading its AOF).
-    retry_after_s = 2
+    retry_after_s = 2  # Redis restarting, loading its AOF
 
 
 class OverloadedError(UnavailableError):

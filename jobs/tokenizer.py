@@ -14,10 +14,6 @@ class Tokenizer(Protocol):
 
     def render_chat(self, messages: list[dict[str, Any]]) -> str: ...
 
-    def grammar_error(self, gbnf: str) -> str | None:
-        """Why llama.cpp would reject this GBNF grammar for the model's vocabulary (None: fine)."""
-        ...
-
 
 class LlamaTokenizer:
     """The GGUF's vocabulary and chat template, without its weights (a few MB, ~50 ms to load)."""
@@ -51,17 +47,6 @@ class LlamaTokenizer:
             bos_token=self._llama.detokenize([vocab.token_bos()], special=True).decode(),
         )
 
-    def grammar_error(self, gbnf: str) -> str | None:
-        import llama_cpp
-
-        sampler = llama_cpp.llama_sampler_init_grammar(
-            self._llama._model.vocab, gbnf.encode(), b"root"
-        )  # noqa: SLF001
-        if not sampler:
-            return "the grammar does not parse (GBNF, with a `root` rule)"
-        llama_cpp.llama_sampler_free(sampler)
-        return None
-
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         formatter = self._formatter
         if formatter is None:
@@ -88,9 +73,6 @@ class FakeTokenizer:
 
     def count(self, text: str, *, special: bool) -> int:
         return len(text.split()) + 1
-
-    def grammar_error(self, gbnf: str) -> str | None:
-        return None if "root" in gbnf else "the grammar has no `root` rule"
 
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"

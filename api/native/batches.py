@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from api.deps import Service, Tenant
-from api.errors import tokenq_error_body, validation_message
+from api.errors import validation_message
 from api.native.results import export_results
 from api.native.sse import last_event_id, log_response
 from api.openai import batches as openai_batches
@@ -185,13 +185,11 @@ async def create_batch(
             param="Idempotency-Key",
         )
     if claim.state == "pending":
-        busy = IdempotencyKeyInProgressError(
+        raise IdempotencyKeyInProgressError(
             "the first request with this Idempotency-Key is still creating its batch; retry "
             "shortly",
             param="Idempotency-Key",
         )
-        headers = {"Retry-After": str(busy.retry_after_s)}
-        return JSONResponse(tokenq_error_body(busy), busy.status_code, headers=headers)
     if claim.state == "done":
         batch = await service.owned_batch(claim.batch_id or "", tenant)
         return JSONResponse(BatchResponse.from_batch(batch).model_dump(mode="json"), 200)
