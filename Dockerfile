@@ -82,6 +82,7 @@ COPY worker ./worker
 COPY cli ./cli
 COPY tokenq ./tokenq
 COPY configs ./configs
+COPY web ./web
 RUN pip install --no-deps -e . \
  && mkdir -p /app/var \
  && chown tokenq:tokenq /app/var

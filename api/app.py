@@ -22,6 +22,8 @@ from api.native.batches import router as batches_router
 from api.native.files import router as files_router
 from api.native.health import router as health_router
 from api.native.jobs import router as jobs_router
+from api.native.web import router as web_router
+from api.native.web import static_files
 from api.openai.router import router as openai_router
 from api.service import JobService
 from api.streaming import EventHub
@@ -73,15 +75,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ws_chat_router,
         openai_router,
         files_router,
+        web_router,
     ):
         app.include_router(router, responses=_error_responses(router))
+    app.mount("/web", static_files, name="web")
     return app
 
 
 def _error_responses(router: APIRouter) -> dict[int | str, dict[str, Any]] | None:
     """The error responses the OpenAPI schema shows for a router's routes: the shape they
     answer in (the health probes answer none of them; a WebSocket is not in the schema)."""
-    if router is health_router or router is ws_chat_router:
+    if router in (health_router, ws_chat_router, web_router):
         return None
     if router is dify_router:
         return dify_protocol.DIFY_ERROR_RESPONSES
