@@ -18,10 +18,12 @@ from api.chatchat.router import router as chatchat_router
 from api.dify import protocol as dify_protocol
 from api.dify.router import router as dify_router
 from api.limits import BodySizeLimit, RateLimitHeaders
+from api.metrics import WebSocketClients
 from api.native.batches import router as batches_router
 from api.native.files import router as files_router
 from api.native.health import router as health_router
 from api.native.jobs import router as jobs_router
+from api.native.metrics import router as metrics_router
 from api.native.web import router as web_router
 from api.native.web import static_files
 from api.openai.router import router as openai_router
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings  # authentication reads it (api/deps.py)
     errors.install(app)
     app.add_middleware(RateLimitHeaders)
+    app.add_middleware(WebSocketClients)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in (
         health_router,
+        metrics_router,
         jobs_router,
         batches_router,
         dify_router,
@@ -85,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _error_responses(router: APIRouter) -> dict[int | str, dict[str, Any]] | None:
     """The error responses the OpenAPI schema shows for a router's routes: the shape they
     answer in (the health probes answer none of them; a WebSocket is not in the schema)."""
-    if router in (health_router, ws_chat_router, web_router):
+    if router in (health_router, metrics_router, ws_chat_router, web_router):
         return None
     if router is dify_router:
         return dify_protocol.DIFY_ERROR_RESPONSES

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.metrics import API_REDIS_ERRORS
 from jobs.errors import (
     ContextOverflowError,
     InvalidRequestError,
@@ -40,6 +41,7 @@ REDIS_OUTAGES: tuple[type[Exception], ...] = (
 
 
 def redis_unavailable(exc: Exception) -> UnavailableError:
+    API_REDIS_ERRORS.inc()
     return UnavailableError(f"Redis is not serving requests ({type(exc).__name__}); retry shortly")
 
 

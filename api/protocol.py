@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -27,6 +28,7 @@ from jobs.models import (
     TopLogprobs,
     Usage,
 )
+from jobs.store import QueuePosition
 
 #: Longest prompt text accepted (characters); the context check does the real bounding.
 MAX_PROMPT_CHARS = 1_000_000
@@ -180,6 +182,23 @@ class JobProgress(BaseModel):
     completion_tokens: int
 
 
+class QueueInfo(BaseModel):
+    """Where a queued job stands in its model's line (an estimate from the state now: under
+    fair scheduling, interactive work that arrives later may still go first)."""
+
+    position: int  #: jobs of its model expected to start before it (0: it is next)
+    #: now + position / service rate; null until the model's service rate is measured
+    estimated_start_at: float | None
+    service_rate_per_s: float  #: jobs of the model started per second, over the last minute
+
+    @classmethod
+    def of(cls, found: QueuePosition, now: float | None = None) -> QueueInfo:
+        now = time.time() if now is None else now
+        rate = found.rate_per_s
+        start = now + found.position / rate if rate > 0 else None
+        return cls(position=found.position, estimated_start_at=start, service_rate_per_s=rate)
+
+
 class JobResponse(BaseModel):
     id: str
     object: Literal["job"] = "job"
@@ -205,10 +224,18 @@ class JobResponse(BaseModel):
     error: JobError | None = None
     #: why a queued job is not moving, when tokenq knows (no live worker serves its model)
     notice: str | None = None
+    #: a queued job's place in line (GET and POST of one job; null otherwise)
+    queue: QueueInfo | None = None
     urls: JobURLs
 
     @classmethod
-    def from_job(cls, job: Job, base: str = "", notice: str | None = None) -> JobResponse:
+    def from_job(
+        cls,
+        job: Job,
+        base: str = "",
+        notice: str | None = None,
+        queue: QueuePosition | None = None,
+    ) -> JobResponse:
         result = job.result
         return cls(
             id=job.id,
@@ -232,6 +259,7 @@ class JobResponse(BaseModel):
             timings=result.timings if result else None,
             error=result.error if result else None,
             notice=notice,
+            queue=QueueInfo.of(queue) if queue is not None else None,
             urls=JobURLs(
                 self=f"{base}/v1/jobs/{job.id}",
                 events=f"{base}/v1/jobs/{job.id}/events",
@@ -239,6 +267,11 @@ class JobResponse(BaseModel):
                 cancel=f"{base}/v1/jobs/{job.id}/cancel",
             ),
         )
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobResponse]
 
 
 class BatchError(BaseModel):
@@ -283,6 +316,9 @@ class BatchResponse(BaseModel):
     results_url: str
     errors_url: str
     events_url: str
+    #: while it runs: now + the jobs left over the batch's own rate so far (jobs finished
+    #: since it started, per second); null before its first job ends and once it is final
+    estimated_completion_at: float | None = None
 
     @classmethod
     def from_batch(cls, batch: Batch, base: str = "") -> BatchResponse:
@@ -326,4 +362,17 @@ class BatchResponse(BaseModel):
             results_url=f"{base}/v1/batches/{batch.id}/results",
             errors_url=f"{base}/v1/batches/{batch.id}/errors",
             events_url=f"{base}/v1/batches/{batch.id}/events",
+            estimated_completion_at=_estimated_completion(batch),
         )
+
+
+def _estimated_completion(batch: Batch, now: float | None = None) -> float | None:
+    """When a running batch should be done, at the rate its jobs have finished so far."""
+    if batch.status is not BatchStatus.IN_PROGRESS or not batch.finished:
+        return None
+    now = time.time() if now is None else now
+    elapsed = now - (batch.in_progress_at or batch.created_at)
+    if elapsed <= 0:
+        return None
+    left = batch.request_counts.total - batch.finished
+    return now + left * elapsed / batch.finished

@@ -57,7 +57,7 @@ from jobs.queue import enqueue
 from jobs.registry import ModelConfig, Registry
 from jobs.sandbox import GrammarSandbox, SandboxError
 from jobs.settings import Settings
-from jobs.store import Admission, AsyncStore
+from jobs.store import Admission, AsyncStore, QueuePosition
 from jobs.templates import PromptTemplates
 from jobs.tokenizer import Tokenizer, json_schema_grammar, load_tokenizer
 
@@ -145,6 +145,12 @@ class JobService:
             counts = await self.store.live_workers(self.registry.models)
             self._live_workers = (now, counts)
         return self._live_workers[1]
+
+    async def queue_position(self, job: Job) -> QueuePosition | None:
+        """Where a queued job stands in its model's line; None for one that is not queued."""
+        if job.status is not JobStatus.QUEUED:
+            return None
+        return await self.store.queue_position(job.id, self.settings.scheduling)
 
     async def unserved_notice(self, job: Job) -> str | None:
         """For a queued job whose model no live worker serves: a line that says so."""

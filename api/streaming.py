@@ -26,6 +26,7 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
+from api.metrics import stream_client
 from jobs import keys
 from jobs.events import Event
 from jobs.models import Job
@@ -57,7 +58,8 @@ class BoundedSends:
                 raise SendTimeoutError  # sse_starlette's own, for any streaming response
 
         try:
-            await super().__call__(scope, receive, bounded_send)  # type: ignore[misc]
+            with stream_client("sse"):
+                await super().__call__(scope, receive, bounded_send)  # type: ignore[misc]
         except* SendTimeoutError:
             client = scope.get("client")
             logger.warning(

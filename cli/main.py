@@ -226,6 +226,11 @@ def tail(job_id: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None) -
                 if event["type"] == "token":
                     sys.stdout.write(event["data"]["text"])
                     sys.stdout.flush()
+                elif event["type"] == "queued":
+                    note = event["data"]
+                    eta = note["estimated_start_at"]
+                    starts = f", starts in ~{max(eta - time.time(), 0):.0f}s" if eta else ""
+                    err.print(f"[dim]-- position {note['position']} in line{starts} --[/dim]")
                 elif event["type"] == "reset":
                     err.print(
                         f"\n[yellow]-- worker lost; attempt {event['data']['attempt']} restarts --[/yellow]"
@@ -250,6 +255,50 @@ def status(id: str, url: URL = "http://127.0.0.1:8000", api_key: KEY = None) -> 
             return await (tq.batch(id) if id.startswith("batch_") else tq.job(id))
 
     typer.echo(json.dumps(_call(run()), indent=2))
+
+
+@app.command()
+def top(
+    url: URL = "http://127.0.0.1:8000",
+    api_key: KEY = None,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 1.0,
+    once: Annotated[
+        bool, typer.Option(help="Print two scrapes' view (`interval` apart) and exit.")
+    ] = False,
+) -> None:
+    """A live view of queues, workers, slots and throughput, from the API's /metrics."""
+    import httpx
+    from rich.live import Live
+
+    from cli.top import Scrape, parse, render
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    out = Console()
+
+    def scrape(http: httpx.Client) -> Scrape:
+        try:
+            response = http.get("/metrics")
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            err.print(f"[red]error:[/red] GET {url}/metrics: {escape(str(exc))}")
+            raise typer.Exit(1) from exc
+        return parse(response.text)
+
+    with httpx.Client(base_url=url, headers=headers, timeout=10) as http:
+        before, now = None, scrape(http)
+        if once:
+            time.sleep(interval)
+            out.print(render(scrape(http), now, url))
+            return
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            with Live(render(now, None, url), console=out, refresh_per_second=4) as live:
+                while True:
+                    time.sleep(interval)
+                    before, now = now, scrape(http)
+                    live.update(render(now, before, url))
+        except KeyboardInterrupt:
+            return
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ class EventType(StrEnum):
     DONE = "done"  #: the final event of a job that did not fail: {status, result}
     ERROR = "error"  #: the final event of a failed job: {status, result}
     JOB = "job"  #: (batch log) one job reached a final status: {job_id, custom_id, status, counts}
+    #: (never stored) a queued job's place in line: {position, estimated_start_at,
+    #: service_rate_per_s}; sent with the seq of the event before it and no SSE id
+    QUEUED = "queued"
 
 
 #: Events after which a stream has nothing more to say.

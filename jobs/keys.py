@@ -170,3 +170,21 @@ def tenant_file_sizes(tenant: str) -> str:
 def tenant_file_bytes(tenant: str) -> str:
     """Integer: the sum of tenant_file_sizes(tenant) (bounded by TOKENQ_MAX_TENANT_FILE_BYTES)."""
     return f"{PREFIX}:tenant:{tenant}:file_bytes"
+
+
+def metrics() -> str:
+    """Hash: the service's counters and histograms, kept in Redis so that every API process
+    and worker adds to the same totals (jobs/metrics.py: field `<name>|<label values>`)."""
+    return f"{PREFIX}:metrics"
+
+
+def claim_rate(model: str) -> str:
+    """Hash: jobs of a model claimed per 10-second window (field: the window's start), the
+    service rate that queue positions turn into an estimated start (claim_next.lua)."""
+    return f"{PREFIX}:claims:{model}"
+
+
+def tenant_jobs(tenant: str) -> str:
+    """Sorted set: a tenant's latest single jobs (not in a batch) scored by creation time,
+    capped (commit.lua), for GET /v1/jobs."""
+    return f"{PREFIX}:tenant:{tenant}:jobs"

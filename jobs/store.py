@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from jobs import keys
+from jobs import keys, metrics
 from jobs.events import Event, EventType
 from jobs.models import (
     Batch,
@@ -55,6 +55,8 @@ SCRIPT_NAMES = (
     "ratelimit",
     "idempotency",
     "file_quota",
+    "position",
+    "queue_state",
 )
 
 #: Jobs written before their commit carry this TTL: an API killed between the writes and the
@@ -313,6 +315,31 @@ class AsyncStore:
             pipe.zcount(keys.workers(model), f"({now}", "+inf")
         return dict(zip(names, await pipe.execute(), strict=True))
 
+    async def queue_position(self, job_id: str, scheduling: str) -> QueuePosition | None:
+        """Where a queued job stands in its model's line, and the model's recent service
+        rate (position.lua); None when the job is not queued."""
+        reply = await self._scripts["position"](keys=[], args=[job_id, time.time(), scheduling])
+        if not reply:
+            return None
+        position, claims, span = reply
+        return QueuePosition(int(position), int(claims) / float(span))
+
+    async def queue_state(self, models: Iterable[str]) -> list[metrics.ModelQueue]:
+        """Each model's line and live workers (queue_state.lua), for GET /metrics."""
+        raw = await self._scripts["queue_state"](keys=[], args=[time.time(), *models])
+        return metrics.parse_queue_state(raw)
+
+    async def metrics_fields(self) -> dict[Any, Any]:
+        """The service's counters and histograms (jobs/metrics.py)."""
+        return await self.redis.hgetall(keys.metrics())
+
+    async def tenant_jobs(self, tenant: str, limit: int) -> list[Job]:
+        """A tenant's latest single jobs, newest first (those whose records have expired are
+        left out)."""
+        ids = await self.redis.zrevrange(keys.tenant_jobs(tenant), 0, limit - 1)
+        found = await self.get_jobs(i.decode() if isinstance(i, bytes) else str(i) for i in ids)
+        return [job for job in found if job is not None]
+
     async def get_job(self, job_id: str) -> Job | None:
         raw = await self.redis.hgetall(keys.job(job_id))
         return Job.from_redis(_decode(raw)) if raw else None
@@ -518,6 +545,12 @@ class AsyncStore:
         return await self._scripts["idempotency"](keys=[redis_key], args=list(args))
 
 
+@dataclass(frozen=True)
+class QueuePosition:
+    position: int  #: jobs of the model expected to start before this one
+    rate_per_s: float  #: jobs of the model claimed per second, over the last minute or so
+
+
 class WorkerStore:
     """The worker's view of Redis: claim an attempt, append its events, write its result once."""
 
@@ -641,17 +674,20 @@ class WorkerStore:
             self._scripts["emit"](keys=job_keys(call.job)[:2], args=args, client=pipe)
         return [(int(code), int(seq)) for code, seq in pipe.execute()]
 
-    def finish(self, job: Job, fence: int, status: JobStatus, result: JobResult) -> bool:
-        """Write the final result unless the job already has one or another attempt owns it."""
-        written = self._scripts["finish"](
-            keys=job_keys(job),
-            args=[
-                *channels(job.id, job.batch_id),
-                time.time(),
-                self.result_ttl_s,
-                fence,
-                status.value,
-                result.model_dump_json(),
-            ],
-        )
-        return bool(written)
+    def finish(
+        self, job: Job, fence: int, status: JobStatus, result: JobResult, cached_tokens: int = 0
+    ) -> bool:
+        """Write the final result unless the job already has one or another attempt owns it;
+        with it, the attempt's latencies and tokens join the service's metrics."""
+        now = time.time()
+        args: list[Any] = [
+            *channels(job.id, job.batch_id),
+            now,
+            self.result_ttl_s,
+            fence,
+            status.value,
+            result.model_dump_json(),
+        ]
+        for name, increment in metrics.job_observations(job, result, now, cached_tokens):
+            args += [name, increment]
+        return bool(self._scripts["finish"](keys=job_keys(job), args=args))

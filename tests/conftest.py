@@ -127,8 +127,10 @@ def sse_events(
     last_event_id: int | None = None,
     limit: int | None = None,
     timeout_s: float = 120,
+    notes: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Read an SSE stream until its final event (or `limit` events); return the parsed events."""
+    """Read an SSE stream until its final event (or `limit` events); return the parsed events.
+    A queued job's `queued` notes (not in the log, no SSE id) go to `notes` when given."""
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
@@ -136,6 +138,13 @@ def sse_events(
         assert response.status_code == 200, response.read()
         for sse in iter_sse(_until(deadline, response.iter_bytes())):
             event = sse.json()
+            if sse.event == "queued":
+                assert sse.id == (str(event["seq"]) if event["seq"] else None), (
+                    "a queued note is not in the log: it leaves the resume point where it was"
+                )
+                if notes is not None:
+                    notes.append(event)
+                continue
             assert sse.id is not None and event["seq"] == int(sse.id), (
                 "SSE id must equal the event's seq"
             )

@@ -88,6 +88,7 @@ class _Sequence:
     max_tokens: int
     logprobs: int | None = None  #: top alternatives to report per token (None: no logprobs)
     n_past: int = 0  #: tokens of this sequence already in the KV cache
+    cached: int = 0  #: of its prompt, tokens copied from a donor's KV cache
     pending: deque[int] = field(default_factory=deque)  #: tokens to evaluate next
     generated: int = 0
     batch_index: int = -1  #: where its logits are in the current batch (-1: none this step)
@@ -313,7 +314,7 @@ class BatchEngine:
             llama_cpp.llama_memory_seq_cp(self.memory, donor.slot, seq.slot, -1, -1)
             llama_cpp.llama_memory_seq_rm(self.memory, seq.slot, n, -1)
             seq.wait_for = None
-            seq.n_past = n
+            seq.n_past = seq.cached = n
             seq.pending.extend(seq.prompt[n:])
             self.stats["prompt_tokens_shared"] += n
 
@@ -379,7 +380,9 @@ class BatchEngine:
             self._finish(seq, text + seq.assembler.flush(), FinishReason.LENGTH, logprobs)
         else:
             seq.pending.append(token)
-            seq.generation.chunks.put(Chunk(text, seq.generated, len(seq.prompt), None, logprobs))
+            seq.generation.chunks.put(
+                Chunk(text, seq.generated, len(seq.prompt), None, logprobs, seq.cached)
+            )
 
     def _logprobs(self, seq: _Sequence, token: int, piece: bytes) -> TokenLogprob:
         """log-softmax of the raw logits at this sequence's output row (before any sampler)."""
@@ -411,7 +414,9 @@ class BatchEngine:
     ) -> None:
         if reason != FinishReason.LENGTH:
             text += seq.assembler.flush()
-        seq.generation.chunks.put(Chunk(text, seq.generated, len(seq.prompt), reason, logprobs))
+        seq.generation.chunks.put(
+            Chunk(text, seq.generated, len(seq.prompt), reason, logprobs, seq.cached)
+        )
         self._free(seq)
 
     def _free(self, seq: _Sequence) -> None:

@@ -31,6 +31,8 @@ class Chunk:
     prompt_tokens: int
     finish_reason: FinishReason | None = None  #: set on the last chunk only
     logprobs: tuple[TokenLogprob, ...] = ()  #: the tokens of this step, when asked for
+    #: prompt tokens copied from another sequence's KV cache instead of evaluated
+    cached_tokens: int = 0
 
 
 class Generation(Protocol):

@@ -25,6 +25,27 @@ logger = logging.getLogger(__name__)
 RETRY_S = 1.0
 
 
+class ErrorCount:
+    """A thread-safe count of failed Redis calls."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self._n += 1
+
+    @property
+    def value(self) -> int:
+        return self._n
+
+
+#: Redis calls of this worker process that failed (each was retried); its heartbeat reports it
+#: (GET /metrics: tokenq_worker_redis_errors_total).
+redis_errors = ErrorCount()
+
+
 class LeaseKeeper:
     def __init__(self, store: WorkerStore, model: str, slots: int, lease_s: float):
         self.store = store
@@ -64,12 +85,14 @@ class LeaseKeeper:
                 "pid": os.getpid(),
                 "slots": self.slots,
                 "running": len(held),
+                "redis_errors": redis_errors.value,
                 "at": time.time(),
             }
         )
         try:
             lost = self.store.renew(self.model, self.lease_s, heartbeat, list(held.items()))
         except Exception as exc:
+            redis_errors.add()
             logger.warning("renewing %d leases failed (%s); retrying", len(held), exc)
             return False
         for job_id in lost:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from jobs.events import EventType
 from jobs.models import Job
 from jobs.store import Emit, WorkerStore
+from worker.leases import redis_errors
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class Publisher:
                 if code == LOG_LOST:
                     answers[i] = self._resync(streams[i], list(merged.values())[i])
         except Exception as exc:
+            redis_errors.add()
             logger.warning("publishing %d events failed (%s); retrying", len(items), exc)
             return False
         self.stats["flushes"] += 1

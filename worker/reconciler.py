@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 
 from jobs import keys
 from jobs.store import WorkerStore
+from worker.leases import redis_errors
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Reconciler:
                 self.round()
             except Exception as exc:
                 self._healthy_since = None
+                redis_errors.add()
                 logger.warning("reconcile round failed (%s)", exc)
 
     def round(self) -> dict[str, int]:

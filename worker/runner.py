@@ -32,7 +32,7 @@ from jobs.models import (
 )
 from jobs.store import Claim, WorkerStore
 from worker.engine import Chunk, Engine, Generation, GenerationRequest
-from worker.leases import LeaseKeeper
+from worker.leases import LeaseKeeper, redis_errors
 from worker.publisher import Publisher, Stream
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class Runner:
             except Exception as exc:
                 if time.monotonic() > deadline:
                     raise
+                redis_errors.add()
                 logger.warning("claiming a job failed (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_S[1])
@@ -191,7 +192,7 @@ class Runner:
                 usage=_usage(last),
                 error=JobError(type=type(exc).__name__, message=str(exc)),
             )
-            return self._finish(job, stream, JobStatus.FAILED, result)
+            return self._finish(job, stream, JobStatus.FAILED, result, last.cached_tokens)
 
         done_at = time.time()
         if stream.fenced:
@@ -217,10 +218,10 @@ class Runner:
                 ),
             ),
         )
-        return self._finish(job, stream, status, result)
+        return self._finish(job, stream, status, result, last.cached_tokens)
 
     def _finish(
-        self, job: Job, stream: Stream, status: JobStatus, result: JobResult
+        self, job: Job, stream: Stream, status: JobStatus, result: JobResult, cached_tokens: int
     ) -> JobStatus | None:
         """Write the final result once every event is in the log, retrying Redis errors."""
         deadline = time.monotonic() + REDIS_PATIENCE_S
@@ -233,11 +234,12 @@ class Runner:
         delay = RETRY_S[0]
         while not stream.fenced:
             try:
-                written = self.store.finish(job, stream.fence, status, result)
+                written = self.store.finish(job, stream.fence, status, result, cached_tokens)
             except Exception as exc:
                 if time.monotonic() > deadline:
                     logger.error("job %s: its result could not be written; giving up", job.id)
                     return None
+                redis_errors.add()
                 logger.warning("writing job %s's result failed (%s); retrying", job.id, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_S[1])

@@ -9,9 +9,17 @@ local P = 'tokenq'
 
 local function job_key(id) return P .. ':job:' .. id end
 local function pending_key(model) return P .. ':pending:' .. model end
+local function tenant_jobs_key(tenant) return P .. ':tenant:' .. tenant .. ':jobs' end
+-- How many of a tenant's latest single jobs GET /v1/jobs can list.
+local TENANT_JOBS_KEPT = 1000
+local function claims_key(model) return P .. ':claims:' .. model end
+-- Claims are counted per 10-second window; this many windows are kept (position.lua reads 6).
+local CLAIM_WINDOWS = 8
 local function suspects_key(model) return P .. ':suspects:' .. model end
 local LEASES = P .. ':leases'
 local DEADLINES = P .. ':deadlines'
+-- The service's counters (jobs/metrics.py reads them; field `<name>|<label values>`).
+local METRICS = P .. ':metrics'
 -- Lanes in the order a worker serves them: interactive before batch, then by priority.
 local LANES = {'interactive:high', 'interactive:normal', 'interactive:low',
                'batch:high', 'batch:normal', 'batch:low'}
@@ -77,6 +85,7 @@ local function finish_job(K, status, result_json, now, ttl, chan, bchan)
   redis.call('EXPIRE', K[2], ttl)
   redis.call('ZREM', LEASES, job_id)
   redis.call('ZREM', DEADLINES, job_id)
+  redis.call('HINCRBY', METRICS, 'jobs_finished|' .. (model or '') .. '|' .. (lane or '') .. '|' .. status, 1)
   if model and model ~= '' then
     redis.call('ZREM', pending_key(model), job_id)
     redis.call('ZREM', suspects_key(model), job_id)
@@ -108,6 +117,7 @@ local function finish_job(K, status, result_json, now, ttl, chan, bchan)
       final = 'expired'  -- OpenAI's word for a batch whose window ran out before all of it ran
     end
     redis.call('HSET', K[3], 'status', final, 'finalizing_at', now, final .. '_at', now)
+    redis.call('HINCRBY', METRICS, 'batches_finished|' .. final, 1)
     append(K[3], K[4], bchan, 'status', '{"status":"' .. final .. '","at":' .. now .. '}')
     append(K[3], K[4], bchan, 'done', '{"status":"' .. final .. '","counts":' .. counts_json(n) .. '}')
     for i = 3, 5 do redis.call('EXPIRE', K[i], ttl) end

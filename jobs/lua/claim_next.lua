@@ -50,6 +50,18 @@ local function pop_fifo()
   end
   return popped[1]
 end
+-- The service rate, for estimated starts (position.lua): claims per 10-second window, the
+-- last CLAIM_WINDOWS kept.
+local function count_claim(m, t)
+  local window = math.floor(t / 10)
+  local key = claims_key(m)
+  if redis.call('HINCRBY', key, window, 1) == 1 then  -- a new window: drop the old ones
+    for _, w in ipairs(redis.call('HKEYS', key)) do
+      if tonumber(w) <= window - CLAIM_WINDOWS then redis.call('HDEL', key, w) end
+    end
+  end
+end
+
 -- Bounded: entries of jobs cancelled, expired or gone are dropped as they are met.
 for _ = 1, 200 do
   local id, suspect = nil, '0'
@@ -87,6 +99,7 @@ for _ = 1, 200 do
         redis.call('HSET', K[1], 'status', 'running', 'started_at', now, 'worker', worker, 'completion_tokens', 0)
         redis.call('ZADD', LEASES, tonumber(now) + lease_s, id)
         redis.call('ZREM', DEADLINES, id)  -- started in time
+        count_claim(model, tonumber(now))
         append(K[1], K[2], chan, 'status', '{"status":"running","at":' .. now .. ',"attempt":' .. attempt .. '}')
         if suspect == '1' and redis.call('GET', drainer) == worker then redis.call('DEL', drainer) end
         local reply = {'claimed', attempt, suspect}

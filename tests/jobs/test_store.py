@@ -142,6 +142,43 @@ def test_fifo_scheduling_takes_the_oldest_job_whatever_its_lane(
     assert _order(store, model) == []  # nothing left in the lanes either
 
 
+def _position(store: WorkerStore, job_id: str, scheduling: str = "fair") -> int | None:
+    reply = store._scripts["position"](keys=[], args=[job_id, time.time(), scheduling])
+    return int(reply[0]) if reply else None
+
+
+@pytest.mark.parametrize("scheduling", ["fair", "fifo"])
+def test_a_queued_jobs_position_is_how_many_start_before_it(
+    store: WorkerStore, redis_client: redis.Redis, model: str, scheduling: str
+) -> None:
+    """Lanes, priorities, and tenants of one lane by weight (b weighs 2): each job's position
+    is the number of jobs claimed before it, in the order claim_next.lua really takes them."""
+    redis_client.hset(keys.tenant_weights(), "b", 2)
+    try:
+        ids = [_queued(store, model, tenant="a", lane=Lane.BATCH).id for _ in range(5)]
+        ids += [_queued(store, model, tenant="b", lane=Lane.BATCH).id for _ in range(6)]
+        ids += [_queued(store, model, tenant="c", lane=Lane.BATCH).id for _ in range(2)]
+        ids += [_queued(store, model, tenant="c", priority=Priority.LOW).id for _ in range(2)]
+        ids += [_queued(store, model, tenant="a").id for _ in range(3)]
+        positions = {job_id: _position(store, job_id, scheduling) for job_id in ids}
+        order = _order(store, model, scheduling)
+    finally:
+        redis_client.hdel(keys.tenant_weights(), "b")
+    assert sorted(order) == sorted(ids)
+    assert positions == {job_id: order.index(job_id) for job_id in ids}
+    assert _position(store, ids[0], scheduling) is None  # running: no longer in line
+
+
+def test_claims_are_counted_as_the_service_rate(store: WorkerStore, model: str) -> None:
+    waiting = [_queued(store, model) for _ in range(4)]
+    for _ in range(3):
+        _claim(store, model)
+    reply = store._scripts["position"](keys=[], args=[waiting[3].id, time.time(), "fair"])
+    position, claims, span = int(reply[0]), int(reply[1]), float(reply[2])
+    assert (position, claims) == (0, 3)
+    assert 60 <= span <= 70
+
+
 def test_a_job_past_its_deadline_expires_and_never_starts(store: WorkerStore, model: str) -> None:
     late = _queued(store, model, expires_at=time.time() - 1)
     on_time = _queued(store, model, expires_at=time.time() + 3600)
@@ -225,7 +262,8 @@ def test_lua_key_names_agree_with_jobs_keys(
     source = lua.joinpath("_lib.lua").read_text() + (
         "\nlocal k, chan, bchan = keys_of(ARGV[1])\n"
         "return {k[1], k[2], k[3], k[4], k[5], k[6], chan, bchan, pending_key(ARGV[2]),"
-        " suspects_key(ARGV[2]), LEASES, DEADLINES, lane_key(ARGV[2], 'batch', 'low')}"
+        " suspects_key(ARGV[2]), LEASES, DEADLINES, lane_key(ARGV[2], 'batch', 'low'),"
+        " METRICS, tenant_jobs_key('t'), claims_key(ARGV[2])}"
     )
     script = redis_client.register_script(source)
     for batch_id in ("", "batch_unit"):
@@ -234,4 +272,5 @@ def test_lua_key_names_agree_with_jobs_keys(
         expected = job_keys(job) + [c or "" for c in channels(job.id, job.batch_id)]
         expected += [keys.pending(model), keys.suspects(model), keys.leases(), keys.deadlines()]
         expected += [keys.lane(model, "batch", "low")]
+        expected += [keys.metrics(), keys.tenant_jobs("t"), keys.claim_rate(model)]
         assert names == expected
