@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
 
 from api import errors
+from api import metrics as api_metrics
 from api.chatchat.router import router as chatchat_router
 from api.dify import protocol as dify_protocol
 from api.dify.router import router as dify_router
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.close()
             await client.aclose()
             service.sandbox.close()
+            api_metrics.process_ended()
 
     app = FastAPI(title="tokenq", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings  # authentication reads it (api/deps.py)

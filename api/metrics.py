@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: GET /metrics answers in the Prometheus text format, version 0.0.4.
@@ -41,6 +41,13 @@ def stream_client(transport: str) -> Iterator[None]:
         yield
     finally:
         gauge.dec()
+
+
+def process_ended() -> None:
+    """In multiprocess mode, drop this process's live gauges from the others' sums (a process
+    killed without this keeps its last values in them until the directory is emptied)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        mark_process_dead(os.getpid())
 
 
 class _Families:

@@ -4,17 +4,22 @@ should be done, and `tokenq top` shows the queues and workers."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.stack import Stack
+from cli.stack import Stack, free_port
+from jobs.settings import ROOT
 from tests.conftest import ALICE_KEY, submit, wait_for, wait_job
 from tokenq.client import iter_sse
 
@@ -230,3 +235,67 @@ def test_tokenq_top_shows_queues_and_workers(stack: Stack) -> None:
     assert run.returncode == 0, run.stderr
     for expected in ("busy/slots", "tokens/s", "fake", "smollm2", "live workers"):
         assert expected in run.stdout, run.stdout
+
+
+def test_the_dashboard_and_prometheus_config_use_what_the_api_serves(
+    client: httpx.Client,
+) -> None:
+    """Every metric the Grafana dashboard queries is one GET /metrics serves, and the
+    Prometheus of docker-compose.yml scrapes the compose API at that path."""
+    served = {family.name for family in text_string_to_metric_families(client.get("/metrics").text)}
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "tokenq-dashboard.json").read_text())
+    queried = {
+        re.sub(r"_(bucket|count|sum|total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\btokenq_\w+", target["expr"])
+    }
+    assert queried and queried <= served, queried - served
+
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    [job] = prometheus["scrape_configs"]
+    assert client.get(job["metrics_path"]).status_code == 200
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    api_port = compose["services"]["api"]["ports"][0].split(":")[-1]
+    assert job["static_configs"][0]["targets"] == [f"api:{api_port}"]
+    assert (
+        "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+        in (compose["services"]["prometheus"]["volumes"])
+    )
+
+
+def test_api_processes_in_multiprocess_mode_each_serve_the_sum(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Two API processes sharing PROMETHEUS_MULTIPROC_DIR: a stream held by one is counted in
+    the other's answer, for a job submitted through the other."""
+    env = dict(stack.env, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    one, other = Stack(env=env, log_dir=stack.log_dir), Stack(env=env, log_dir=stack.log_dir)
+    headers = {"Authorization": f"Bearer {ALICE_KEY}"}
+    try:
+        with (
+            httpx.Client(base_url=one.start_api("127.0.0.1", free_port()), headers=headers) as a,
+            httpx.Client(base_url=other.start_api("127.0.0.1", free_port()), headers=headers) as b,
+        ):
+            job = submit(a, model="idle", prompt="held", max_tokens=1)
+            assert sample(scrape(a), "tokenq_stream_clients", transport="sse") == 0
+            with b.stream("GET", job["urls"]["events"], timeout=60) as stream:
+                assert stream.status_code == 200
+                wait_for(
+                    lambda: sample(scrape(a), "tokenq_stream_clients", transport="sse") == 1,
+                    30,
+                    "the other process's stream client",
+                )
+                _cancel(a, job["id"])
+            wait_for(
+                lambda: sample(scrape(a), "tokenq_stream_clients", transport="sse") == 0,
+                30,
+                "the stream client to be gone",
+            )
+            # the service's own metrics come from Redis: both processes answer the same
+            assert sample(scrape(a), "tokenq_jobs_submitted_total", model="idle",
+                          lane="interactive") == sample(scrape(b), "tokenq_jobs_submitted_total",
+                                                        model="idle", lane="interactive")  # fmt: skip
+    finally:
+        one.stop()
+        other.stop()
