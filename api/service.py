@@ -211,6 +211,12 @@ class JobService:
                 param="max_tokens",
             )
         sampling = request.to_sampling_params(max_tokens)
+        if sampling.logit_bias and max(sampling.logit_bias) >= tokenizer.n_vocab:
+            raise InvalidRequestError(
+                f"logit_bias names token {max(sampling.logit_bias)}; model {model.alias!r} has "
+                f"tokens 0 to {tokenizer.n_vocab - 1}",
+                param="logit_bias",
+            )
         grammar_param = "grammar"
         if request.json_schema is not None:
             grammar_param = "json_schema"

@@ -25,6 +25,15 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 Grammar = Annotated[str, Field(max_length=100_000, description="GBNF the output must follow.")]
 #: Alternatives reported per token with logprobs.
 TopLogprobs = Annotated[int, Field(ge=0, le=20)]
+#: OpenAI's logit_bias: token id -> a bias added to its logit (-100 bans it, 100 all but forces it).
+MAX_LOGIT_BIAS = 300
+LogitBias = Annotated[
+    dict[Annotated[int, Field(ge=0)], Annotated[float, Field(ge=-100.0, le=100.0)]],
+    Field(
+        max_length=MAX_LOGIT_BIAS,
+        description="Token id -> bias added to its logit, -100..100 (at most 300 tokens).",
+    ),
+]
 
 
 class JobStatus(StrEnum):
@@ -88,6 +97,7 @@ class Samplers(BaseModel):
     seed: Seed | None = None
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
+    logit_bias: LogitBias | None = None
 
 
 class SamplingParams(Samplers):
@@ -114,10 +124,16 @@ class JobSpec(BaseModel):
     sampling: SamplingParams
 
 
+class PromptTokensDetails(BaseModel):
+    #: prompt tokens copied from another sequence's KV cache (a shared prefix), not evaluated
+    cached_tokens: int = 0
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class Timings(BaseModel):

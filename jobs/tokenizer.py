@@ -10,6 +10,9 @@ from jobs.registry import ModelConfig
 
 
 class Tokenizer(Protocol):
+    #: token ids run from 0 to n_vocab - 1 (logit_bias is checked against it)
+    n_vocab: int
+
     def count(self, text: str, *, special: bool) -> int: ...
 
     def render_chat(self, messages: list[dict[str, Any]]) -> str: ...
@@ -26,6 +29,7 @@ class LlamaTokenizer:
         route_llama_logs()
         self._llama = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
         self._chat_template = chat_template
+        self.n_vocab = self._llama.n_vocab()
 
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         return tokenize_prompt(self._llama, text, special=special)
@@ -70,6 +74,8 @@ def tokenize_prompt(llama: Any, text: str, *, special: bool) -> list[int]:
 
 class FakeTokenizer:
     """Whitespace tokens, for the fake engine used in scale and fault tests."""
+
+    n_vocab = 50_000
 
     def count(self, text: str, *, special: bool) -> int:
         return len(text.split()) + 1

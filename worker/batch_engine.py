@@ -103,6 +103,11 @@ class _Sequence:
 def build_sampler(model: internals.LlamaModel, sampling: SamplingParams) -> internals.LlamaSampler:
     """The same chain llama-cpp-python's Llama._init_sampler builds, per sequence."""
     sampler = internals.LlamaSampler()
+    if sampling.logit_bias:  # first, as llama.cpp's own chain has it: every later step sees it
+        if max(sampling.logit_bias) >= model.n_vocab():  # the API refuses these too
+            sampler.close()
+            raise EngineError(f"logit_bias names a token beyond the {model.n_vocab()} of the model")
+        sampler.add_logit_bias(model.n_vocab(), sampling.logit_bias)
     sampler.add_penalties(
         n_vocab=model.n_vocab(),
         penalty_last_n=PENALTY_LAST_N,

@@ -26,6 +26,7 @@ from jobs.models import (
     JobError,
     JobResult,
     JobStatus,
+    PromptTokensDetails,
     Timings,
     TokenLogprob,
     Usage,
@@ -256,4 +257,5 @@ def _usage(chunk: Chunk) -> Usage:
         prompt_tokens=chunk.prompt_tokens,
         completion_tokens=chunk.completion_tokens,
         total_tokens=chunk.prompt_tokens + chunk.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=chunk.cached_tokens),
     )

@@ -12,8 +12,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
+@router.get("/health")  # llama-server's and vLLM's name for it
 async def healthz(service: Service) -> dict[str, object]:
-    """200 when Redis answers; lists the configured models."""
+    """200 when Redis answers; lists the configured models. Also at /health."""
     try:
         await service.store.redis.ping()
     except Exception as exc:

@@ -22,10 +22,12 @@ from pydantic import (
 from api.protocol import MAX_PROMPT_CHARS, BatchResponse, Metadata
 from jobs.models import (
     Grammar,
+    LogitBias,
     MaxTokens,
     MinP,
     Penalty,
     Priority,
+    PromptTokensDetails,
     RepeatPenalty,
     Temperature,
     TopK,
@@ -129,7 +131,7 @@ class CreateCompletionRequest(_SamplingExtensions):
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
     echo: bool = False
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     max_tokens: MaxTokens | None = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
@@ -169,8 +171,6 @@ class CreateCompletionRequest(_SamplingExtensions):
             raise ValueError("best_of is not supported (leave it unset or equal to n)")
         if self.suffix:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
-        if self.logit_bias:
-            raise ValueError("logit_bias is not supported")
         return self
 
     @property
@@ -196,6 +196,7 @@ class CompletionUsage(BaseModel):
     completion_tokens: int
     prompt_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class CreateCompletionResponse(BaseModel):
@@ -230,7 +231,7 @@ class CreateChatCompletionRequest(_SamplingExtensions):
     messages: list[ChatCompletionRequestMessage] = Field(min_length=1, max_length=1000)
     model: str | None = Field(None, description="Model alias; the default model if unset.")
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: LogitBias | None = None
     logprobs: bool = False
     max_completion_tokens: MaxTokens | None = None
     max_tokens: MaxTokens | None = Field(None, description="Deprecated alias.")
@@ -253,8 +254,6 @@ class CreateChatCompletionRequest(_SamplingExtensions):
             raise ValueError("top_logprobs needs logprobs: true")
         if self.tools:
             raise ValueError("tools (function calling) are not supported")
-        if self.logit_bias:
-            raise ValueError("logit_bias is not supported")
         return self
 
 

@@ -35,7 +35,7 @@ from api.openai.protocol import (
 from api.service import JobService
 from api.streaming import BoundedSends, Finished, JobUpdate, Restarted, TextDelta
 from jobs.errors import GenerationFailedError, TokenqError
-from jobs.models import FinishReason, Job, JobStatus, TokenLogprob
+from jobs.models import FinishReason, Job, JobStatus, PromptTokensDetails, TokenLogprob
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +64,23 @@ def raise_for_failed(jobs: Sequence[Job]) -> None:
 
 
 def usage_of(jobs: Sequence[Job], n: int = 1) -> CompletionUsage:
-    """Completion tokens of every choice; prompt tokens once per prompt (not once per choice)."""
+    """Completion tokens of every choice; prompt tokens once per prompt (not once per choice),
+    and of them those the KV cache already held (copied from another sequence's prefix)."""
     prompt = sum(_usage(job)[0] for job in jobs[::n])
     completion = sum(_usage(job)[1] for job in jobs)
+    cached = sum(_cached_tokens(job) for job in jobs[::n])
     return CompletionUsage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
     )
+
+
+def _cached_tokens(job: Job) -> int:
+    usage = job.result.usage if job.result else None
+    details = usage.prompt_tokens_details if usage else None
+    return details.cached_tokens if details else 0
 
 
 def _usage(job: Job) -> tuple[int, int]:

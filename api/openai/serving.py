@@ -134,6 +134,7 @@ def _sampling_fields(request: CreateCompletionRequest | CreateChatCompletionRequ
         "repeat_penalty": request.repeat_penalty,
         "presence_penalty": request.presence_penalty,
         "frequency_penalty": request.frequency_penalty,
+        "logit_bias": request.logit_bias,
         "stop": request.stop,
         "grammar": request.grammar,
         "json_schema": response_format_schema(request.response_format),
