@@ -24,6 +24,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null); } || echo "warning: no redis-server; set TOKENQ_REDIS_URL"
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null); } || echo "warning: no /usr/bin/chromium; the browser tests (tests/web) are skipped"
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel
 	# pip keeps the compiled llama-cpp-python wheel in its cache: only the first install builds it.
