@@ -316,6 +316,8 @@ class BatchResponse(BaseModel):
     results_url: str
     errors_url: str
     events_url: str
+    #: the batch whose failed and expired jobs this one runs again (POST .../retry)
+    retry_of: str | None = None
     #: while it runs: now + the jobs left over the batch's own rate so far (jobs finished
     #: since it started, per second); null before its first job ends and once it is final
     estimated_completion_at: float | None = None
@@ -362,6 +364,7 @@ class BatchResponse(BaseModel):
             results_url=f"{base}/v1/batches/{batch.id}/results",
             errors_url=f"{base}/v1/batches/{batch.id}/errors",
             events_url=f"{base}/v1/batches/{batch.id}/events",
+            retry_of=batch.retry_of,
             estimated_completion_at=_estimated_completion(batch),
         )
 

@@ -29,6 +29,7 @@ from api.protocol import CreateJobRequest
 from api.streaming import EventHub, Finished, JobUpdate, LogFollower, Restarted, TextDelta
 from jobs import keys
 from jobs.errors import (
+    ConflictError,
     ContextOverflowError,
     InvalidRequestError,
     ModelUnavailableError,
@@ -64,6 +65,10 @@ from jobs.tokenizer import Tokenizer, json_schema_grammar, load_tokenizer
 #: A batch item: a native job body, a request already converted, or a line that failed to convert.
 BatchItem = dict[str, object] | CreateJobRequest | BatchLineError
 
+#: Batches that will change no more (a retry starts from one of these).
+FINAL_BATCH_STATUSES = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
 #: At most this many line errors are copied into the `errors` of a batch that failed outright.
 MAX_BATCH_ERRORS = 100
 #: Jobs read per Redis round trip when a batch's jobs are read back (exports, cancel).
@@ -603,6 +608,66 @@ class JobService:
                 return
             start += len(ids)
             yield [job for job in await self.store.get_jobs(ids) if job is not None]
+
+    async def retry_batch(self, batch: Batch) -> Batch:
+        """A new batch of the finished batch's failed and expired jobs: the same requests
+        (already validated), custom_ids and priorities, in their order; 409 when the batch is
+        still running or nothing of it failed. Lines that never became jobs (bad input) are not
+        retried: they would fail the same way."""
+        if batch.status not in FINAL_BATCH_STATUSES:
+            raise ConflictError(
+                f"batch {batch.id} is {batch.status}; retry it once it has finished",
+                code="batch_not_finished",
+            )
+        again = [
+            job
+            async for page in self.batch_jobs(batch)
+            for job in page
+            if job.status in (JobStatus.FAILED, JobStatus.EXPIRED)
+        ]
+        if not again:
+            raise ConflictError(
+                f"batch {batch.id} has no failed or expired job to retry", code="nothing_to_retry"
+            )
+        admission = await self.admit(batch.tenant, len(again))
+        try:
+            now = time.time()
+            retry = Batch(
+                id=new_id("batch"),
+                tenant=batch.tenant,
+                model=batch.model,
+                status=BatchStatus.IN_PROGRESS,
+                endpoint=batch.endpoint,
+                total=len(again),
+                created_at=now,
+                in_progress_at=now,
+                expires_at=now + self.settings.batch_window_s,
+                metadata=batch.metadata,
+                input_file_id=batch.input_file_id,
+                retry_of=batch.id,
+            )
+            jobs = [
+                Job(
+                    id=new_id("job"),
+                    tenant=batch.tenant,
+                    status=JobStatus.QUEUED,
+                    spec=job.spec,
+                    batch_id=retry.id,
+                    custom_id=job.custom_id,
+                    index=i,
+                    lane=Lane.BATCH,
+                    priority=job.priority,
+                    created_at=now,
+                    expires_at=retry.expires_at,
+                )
+                for i, job in enumerate(again)
+            ]
+            await self.store.create(admission, jobs, retry, [])
+        except BaseException:
+            await self._release(admission)
+            raise
+        await self.send_tickets(jobs)
+        return retry
 
     # --- cancel ------------------------------------------------------------------------------
 

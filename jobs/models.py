@@ -295,6 +295,7 @@ class Batch(BaseModel):
     metadata: dict[str, str] | None = None
     input_file_id: str | None = None  #: the uploaded file the batch was read from (OpenAI's API)
     errors: list[BatchLineError] | None = None  #: why a batch failed before any job ran
+    retry_of: str | None = None  #: the batch whose failed and expired jobs this one runs again
 
     @property
     def finished(self) -> int:
@@ -330,6 +331,7 @@ class Batch(BaseModel):
             expired=int(raw.get("expired") or 0),
             metadata=json.loads(raw["metadata"]) if raw.get("metadata") else None,
             input_file_id=raw.get("input_file_id") or None,
+            retry_of=raw.get("retry_of") or None,
             errors=[BatchLineError.model_validate(e) for e in json.loads(raw["errors"])]
             if raw.get("errors")
             else None,
@@ -350,6 +352,8 @@ class Batch(BaseModel):
         }
         if self.input_file_id:
             out["input_file_id"] = self.input_file_id
+        if self.retry_of:
+            out["retry_of"] = self.retry_of
         if self.errors:
             out["errors"] = json.dumps([e.model_dump() for e in self.errors])
         # Lines that never became jobs are failed from the start; the Lua scripts count the rest.

@@ -276,6 +276,14 @@ async def cancel_batch(batch_id: str, tenant: Tenant, service: Service) -> Batch
     return BatchResponse.from_batch(await service.owned_batch(batch_id, tenant))
 
 
+@router.post("/{batch_id}/retry", status_code=202, response_model=BatchResponse)
+async def retry_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchResponse:
+    """A new batch that runs the finished batch's failed and expired jobs again (same
+    requests and custom_ids; `retry_of` names the original); the good ones are not re-run."""
+    batch = await service.owned_batch(batch_id, tenant)
+    return BatchResponse.from_batch(await service.retry_batch(batch))
+
+
 @router.get("/{batch_id}/results")
 async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
     batch = await service.owned_batch(batch_id, tenant)

@@ -104,6 +104,56 @@ def test_failed_jobs_go_to_the_error_file(client: httpx.Client) -> None:
     assert [r["custom_id"] for r in results] == ["ok"]
 
 
+def test_retry_runs_only_the_failed_and_expired_jobs_again(
+    client: httpx.Client, bob: httpx.Client, redis_client: redis.Redis
+) -> None:
+    # Given a finished batch with good jobs, failed ones and one that expired in line
+    items = [{"custom_id": f"ok{i}", "prompt": "fine", "max_tokens": 3} for i in range(4)]
+    items[1] = {"custom_id": "bad1", "prompt": "[[fail]] one", "max_tokens": 3}
+    items.append({"custom_id": "bad2", "prompt": "[[fail]] two", "max_tokens": 3})
+    items.append({"custom_id": "late", "prompt": "p", "max_tokens": 3, "model": "idle",
+                  "deadline_s": 0.5})  # fmt: skip
+    batch = client.post("/v1/batches", json={"model": "fake", "jobs": items}).json()
+    assert client.post(f"/v1/batches/{batch['id']}/retry").status_code == 409  # still running
+    done = wait_for(
+        lambda: (
+            (b := client.get(f"/v1/batches/{batch['id']}").json())["status"] == "completed" and b
+        ),
+        60,
+        "the batch to end (its idle job expires)",
+    )
+    assert done["request_counts"] == {
+        "total": 6, "completed": 3, "failed": 2, "cancelled": 0, "expired": 1
+    }  # fmt: skip
+
+    # When it is retried
+    response = client.post(f"/v1/batches/{batch['id']}/retry")
+    assert response.status_code == 202, response.text
+    retry = response.json()
+
+    # Then a new batch runs just those three, in their order, with their custom_ids
+    assert retry["id"] != batch["id"] and retry["retry_of"] == batch["id"]
+    assert retry["request_counts"]["total"] == 3
+    ids = [i.decode() for i in redis_client.lrange(keys.batch_jobs(retry["id"]), 0, -1)]
+    customs = [client.get(f"/v1/jobs/{i}").json()["custom_id"] for i in ids]
+    assert customs == ["bad1", "bad2", "late"]
+    for job_id in ids:
+        client.post(f"/v1/jobs/{job_id}/cancel")  # `late` waits on `idle` for ever otherwise
+    # and the original's good jobs did not run again: still one job each
+    assert client.get(f"/v1/batches/{batch['id']}").json()["request_counts"]["completed"] == 3
+
+    # A batch with nothing failed, and another tenant's batch, are refused
+    clean = client.post("/v1/batches", json={"model": "fake", "jobs": items[:1]}).json()
+    wait_for(
+        lambda: client.get(f"/v1/batches/{clean['id']}").json()["status"] == "completed",
+        60,
+        "the clean batch",
+    )
+    nothing = client.post(f"/v1/batches/{clean['id']}/retry")
+    assert nothing.status_code == 409 and nothing.json()["error"]["code"] == "nothing_to_retry"
+    assert bob.post(f"/v1/batches/{batch['id']}/retry").status_code == 404
+
+
 def test_same_idempotency_key_returns_the_same_batch(
     client: httpx.Client, redis_client: redis.Redis
 ) -> None:
