@@ -137,7 +137,9 @@ class AsyncClient:
 
     async def events(self, job_id: str, last_event_id: int = 0) -> AsyncIterator[dict[str, Any]]:
         """The job's events (`{seq, type, data}`) after `last_event_id`, each once and in order,
-        until its final event; a dropped connection is resumed with Last-Event-ID."""
+        until its final event; a dropped connection is resumed with Last-Event-ID. While the job
+        waits, `queued` notes come between them (`data`: position, estimated_start_at,
+        service_rate_per_s; `seq` is the event's before: a note is not in the log)."""
         async for event in self._follow(f"/v1/jobs/{job_id}/events", last_event_id):
             yield event
 

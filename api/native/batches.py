@@ -288,7 +288,9 @@ async def retry_batch(batch_id: str, tenant: Tenant, service: Service) -> BatchR
 async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
     batch = await service.owned_batch(batch_id, tenant)
     return StreamingResponse(
-        export_results(service, batch, errors=False), media_type="application/jsonl"
+        export_results(service, batch, errors=False),
+        media_type="application/jsonl",
+        headers=_attachment(f"{batch.id}-results.jsonl"),
     )
 
 
@@ -296,8 +298,15 @@ async def batch_results(batch_id: str, tenant: Tenant, service: Service) -> Stre
 async def batch_errors(batch_id: str, tenant: Tenant, service: Service) -> StreamingResponse:
     batch = await service.owned_batch(batch_id, tenant)
     return StreamingResponse(
-        export_results(service, batch, errors=True), media_type="application/jsonl"
+        export_results(service, batch, errors=True),
+        media_type="application/jsonl",
+        headers=_attachment(f"{batch.id}-errors.jsonl"),
     )
+
+
+def _attachment(filename: str) -> dict[str, str]:
+    """Saved under this name by a browser (the id is hex and `_`: nothing to quote)."""
+    return {"Content-Disposition": f'attachment; filename="{filename}"'}
 
 
 @router.get("/{batch_id}/events", response_class=EventSourceResponse)

@@ -100,8 +100,12 @@ def test_failed_jobs_go_to_the_error_file(client: httpx.Client) -> None:
     errors = [json.loads(x) for x in client.get(batch["errors_url"]).text.splitlines()]
     assert [e["custom_id"] for e in errors] == ["bad"]
     assert errors[0]["error"]["type"] == "EngineError"
-    results = [json.loads(x) for x in client.get(batch["results_url"]).text.splitlines()]
+    exported = client.get(batch["results_url"])
+    results = [json.loads(x) for x in exported.text.splitlines()]
     assert [r["custom_id"] for r in results] == ["ok"]
+    # a browser saves them under the batch's name
+    disposition = f'attachment; filename="{batch["id"]}-results.jsonl"'
+    assert exported.headers["content-disposition"] == disposition
 
 
 def test_retry_runs_only_the_failed_and_expired_jobs_again(
