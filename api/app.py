@@ -27,7 +27,9 @@ from api.native.jobs import router as jobs_router
 from api.native.metrics import router as metrics_router
 from api.native.web import router as web_router
 from api.native.web import static_files
+from api.native.webhooks import router as webhooks_router
 from api.openai.router import router as openai_router
+from api.responses.router import router as responses_router
 from api.service import JobService
 from api.streaming import EventHub
 from api.ws_chat.router import router as ws_chat_router
@@ -80,7 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chatchat_router,
         ws_chat_router,
         openai_router,
+        responses_router,
         files_router,
+        webhooks_router,
         web_router,
     ):
         app.include_router(router, responses=_error_responses(router))

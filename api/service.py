@@ -350,6 +350,7 @@ class JobService:
         *,
         default_max_tokens: int = MAX_TOKENS_CAP,
         answer_waits: bool = False,
+        notify: str | None = None,
     ) -> list[Job]:
         """Jobs that answer one request (OpenAI's n choices are several): all are validated
         first (one bad request rejects them all), then written and put in line in one step,
@@ -358,8 +359,11 @@ class JobService:
         `answer_waits`: the caller holds its request open for the answer (the compatibility
         surfaces), so a model that no live worker serves is 503 at once instead of a request
         that never returns. Native jobs are accepted either way and wait durably.
+        `notify`: the webhook family the jobs' final statuses are announced in ("response").
         """
         jobs = await self._off_the_loop(self._build_jobs, requests, tenant, default_max_tokens)
+        if notify is not None:
+            jobs = [job.model_copy(update={"notify": notify}) for job in jobs]
         await self._check_queue_depth(jobs)
         await self._take_rate(tenant, jobs)
         if answer_waits:

@@ -34,7 +34,7 @@ from benchmarks.bench_core import workload
 from cli.stack import Stack, free_port
 from jobs.settings import ROOT
 
-ROUNDS = 3
+ROUNDS = 5
 BULK_JOBS, MAX_TOKENS = 48, 48
 QUEUED_JOBS = 10_000
 SCRAPES = 30
@@ -75,7 +75,7 @@ def bulk_round(http: httpx.Client, model: str, scraped: bool) -> dict[str, float
     with http.stream("GET", f"/v1/batches/{batch_id}/results") as results:
         for line in results.iter_lines():
             if line:
-                tokens += json.loads(line)["usage"]["completion_tokens"]
+                tokens += json.loads(line)["response"]["usage"]["completion_tokens"]
     return {"tokens_per_s": tokens / wall, "wall_s": wall, "scrapes": len(scrapes)}
 
 

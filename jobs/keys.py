@@ -188,3 +188,26 @@ def tenant_jobs(tenant: str) -> str:
     """Sorted set: a tenant's latest single jobs (not in a batch) scored by creation time,
     capped (commit.lua), for GET /v1/jobs."""
     return f"{PREFIX}:tenant:{tenant}:jobs"
+
+
+def webhook_event(event_id: str) -> str:
+    """Hash: one webhook event to deliver: tenant, body (the signed JSON), created_at, attempt,
+    state (`pending`, `delivered`, `given_up`); queued by finish_job (_lib.lua)."""
+    return f"{PREFIX}:webhook:{event_id}"
+
+
+def webhooks_due() -> str:
+    """Sorted set: webhook event ids scored by when their next delivery is due (a sender that
+    takes one pushes it a delivery lease ahead, so a dead sender's event comes due again)."""
+    return f"{PREFIX}:webhooks:due"
+
+
+def tenant_webhook_events(tenant: str) -> str:
+    """String (with a TTL): the event types a tenant's webhook takes, comma-separated; kept by
+    the workers from their settings, read by finish_job to decide whether to queue an event."""
+    return f"{PREFIX}:tenant:{tenant}:webhook_events"
+
+
+def tenant_webhook_log(tenant: str) -> str:
+    """List: a tenant's latest webhook delivery attempts, newest first (JSON each), capped."""
+    return f"{PREFIX}:tenant:{tenant}:webhook_log"

@@ -191,6 +191,9 @@ class Job(BaseModel):
     finished_at: float | None = None
     expires_at: float | None = None
     result: JobResult | None = None
+    #: the webhook family its final status is announced in ("response": response.completed,
+    #: ...; jobs/webhooks.py), if its tenant's webhook takes it
+    notify: str | None = None
 
     @property
     def failure(self) -> str | None:
@@ -221,6 +224,7 @@ class Job(BaseModel):
             finished_at=_float(raw.get("finished_at")),
             expires_at=_float(raw.get("expires_at")),
             result=JobResult.model_validate_json(raw["result"]) if raw.get("result") else None,
+            notify=raw.get("notify") or None,
         )
 
     def to_redis(self) -> dict[str, str]:
@@ -242,6 +246,7 @@ class Job(BaseModel):
             "attempt": str(self.attempt),
             "created_at": repr(self.created_at),
             "expires_at": "" if self.expires_at is None else repr(self.expires_at),
+            "notify": self.notify or "",
         }
 
 

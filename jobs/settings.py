@@ -9,6 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.webhooks import WebhookConfig
+
 #: The checkout's root: configs/ and var/ are found relative to it by default.
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +37,9 @@ class TenantConfig(BaseModel):
     weight: float | None = Field(None, gt=0, le=1000, description="Its share in fair share.")
     rpm: int | None = Field(None, ge=1, description="Requests per minute.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute.")
+    webhook: WebhookConfig | None = Field(
+        None, description="Where its batch and response events are POSTed (jobs/webhooks.py)."
+    )
 
 
 class Settings(BaseSettings):
@@ -112,6 +117,19 @@ class Settings(BaseSettings):
         description='tenant name -> {"rpm": ..., "tpm": ...} for requests that are answered '
         'as they run (not batches); "*" applies to tenants not listed.',
     )
+    tenant_webhooks: dict[str, WebhookConfig] = Field(
+        default_factory=dict,
+        description="tenant name -> {url, secret, events}: signed webhooks of its batches and "
+        "background responses (usually set in the tenants file).",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhooks to private, loopback and link-local addresses (refused by "
+        "default: server-side request forgery).",
+    )
+    webhook_retry_window_s: int = Field(
+        72 * 3600, ge=60, description="A webhook not delivered within this long is given up."
+    )
     max_queue_depth: int | None = Field(
         None,
         ge=1,
@@ -157,6 +175,8 @@ class Settings(BaseSettings):
                 self.tenant_weights[str(name)] = tenant.weight
             if tenant.rpm is not None or tenant.tpm is not None:
                 self.tenant_limits[str(name)] = RateLimits(rpm=tenant.rpm, tpm=tenant.tpm)
+            if tenant.webhook is not None:
+                self.tenant_webhooks[str(name)] = tenant.webhook
         return self
 
     @model_validator(mode="after")

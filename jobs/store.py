@@ -7,6 +7,7 @@ the same scripts from jobs/lua/, each prefixed with _lib.lua.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -57,6 +58,7 @@ SCRIPT_NAMES = (
     "file_quota",
     "position",
     "queue_state",
+    "webhook_claim",
 )
 
 #: Jobs written before their commit carry this TTL: an API killed between the writes and the
@@ -544,6 +546,38 @@ class AsyncStore:
     async def _idempotency(self, redis_key: str, *args: Any) -> Any:
         return await self._scripts["idempotency"](keys=[redis_key], args=list(args))
 
+    async def webhook_log(self, tenant: str, limit: int) -> list[dict[str, Any]]:
+        """A tenant's latest webhook delivery attempts, newest first."""
+        raw = await self.redis.lrange(keys.tenant_webhook_log(tenant), 0, limit - 1)
+        return [json.loads(entry) for entry in raw]
+
+    async def redeliver_webhook(self, tenant: str, event_id: str) -> bool:
+        """Send a tenant's event again, now (whatever became of it); False if there is none."""
+        key = keys.webhook_event(event_id)
+        owner = await self.redis.hget(key, "tenant")
+        if owner is None or _text(owner) != tenant:
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"state": "pending", "attempt": 0, "created_at": time.time()})
+        pipe.persist(key)
+        pipe.zadd(keys.webhooks_due(), {event_id: time.time()})
+        await pipe.execute()
+        return True
+
+
+#: Webhook delivery attempts kept per tenant (its delivery log).
+WEBHOOK_LOG_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    id: str
+    tenant: str
+    type: str
+    body: str  #: the JSON that is signed and sent
+    created_at: float
+    attempt: int  #: this attempt's number (from 1)
+
 
 @dataclass(frozen=True)
 class QueuePosition:
@@ -602,6 +636,64 @@ class WorkerStore:
             args += [job_id, fence]
         lost = self._scripts["renew"](keys=[], args=args)
         return [i.decode() for i in lost]
+
+    def publish_webhook_subscriptions(self, events: dict[str, list[str]], ttl_s: int) -> None:
+        """Which event types each tenant's webhook takes (finish_job reads them); they lapse
+        ttl_s after the last worker configured with them stops renewing them."""
+        if not events:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, types in events.items():
+            pipe.set(keys.tenant_webhook_events(tenant), ",".join(types), ex=ttl_s)
+        pipe.execute()
+
+    def claim_webhooks(self, lease_s: float, limit: int) -> list[WebhookEvent]:
+        """Webhook events due now, each taken for one delivery attempt (webhook_claim.lua)."""
+        reply = self._scripts["webhook_claim"](keys=[], args=[time.time(), lease_s, limit])
+        events, i = [], 0
+        values = [_text(v) for v in reply]
+        while i < len(values):
+            event_id, i = values[i], i + 1
+            fields: dict[str, str] = {}
+            while values[i] != "":
+                fields[values[i]] = values[i + 1]
+                i += 2
+            i += 1
+            events.append(
+                WebhookEvent(
+                    id=event_id,
+                    tenant=fields["tenant"],
+                    type=fields["type"],
+                    body=fields["body"],
+                    created_at=float(fields["created_at"]),
+                    attempt=int(fields["attempt"]),
+                )
+            )
+        return events
+
+    def settle_webhook(
+        self,
+        event: WebhookEvent,
+        entry: dict[str, Any],
+        *,
+        retry_at: float | None,
+        keep_s: int,
+    ) -> None:
+        """Record an attempt in the tenant's log; then either due again at retry_at, or
+        settled (delivered or given up: entry["state"]) and kept keep_s for a redelivery."""
+        key = keys.webhook_event(event.id)
+        log = keys.tenant_webhook_log(event.tenant)
+        pipe = self.redis.pipeline(transaction=True)
+        if retry_at is not None:
+            pipe.zadd(keys.webhooks_due(), {event.id: retry_at})
+        else:
+            pipe.zrem(keys.webhooks_due(), event.id)
+            pipe.hset(key, "state", entry["state"])
+            pipe.expire(key, keep_s)
+        pipe.lpush(log, json.dumps(entry, separators=(",", ":")))
+        pipe.ltrim(log, 0, WEBHOOK_LOG_KEPT - 1)
+        pipe.expire(log, keep_s)
+        pipe.execute()
 
     def leave(self, model: str) -> None:
         """This worker stops: it no longer serves the model."""

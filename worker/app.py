@@ -20,6 +20,7 @@ from worker.leases import LeaseKeeper
 from worker.publisher import Publisher
 from worker.reconciler import Reconciler
 from worker.runner import Runner
+from worker.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
     """
     app = make_celery(settings, [model.alias])
     state: dict[str, Runner] = {}
-    background: list[LeaseKeeper | Reconciler] = []
+    background: list[LeaseKeeper | Reconciler | WebhookSender] = []
 
     @worker_init.connect(weak=False)
     def _load_model(**_: object) -> None:
@@ -72,6 +73,15 @@ def create_worker_app(settings: Settings, model: ModelConfig) -> Celery:
         )
         reconciler.start()
         background.extend([reconciler, leases])
+        if settings.tenant_webhooks:
+            sender = WebhookSender(
+                store,
+                settings.tenant_webhooks,
+                settings.webhook_allow_private,
+                settings.webhook_retry_window_s,
+            )
+            sender.start()
+            background.append(sender)
         state["runner"] = Runner(
             store,
             engine,

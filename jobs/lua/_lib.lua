@@ -70,12 +70,38 @@ local function attempts_exceeded(max_attempts)
     max_attempts .. ' times and its worker was lost each time"}}'
 end
 
+-- Queue a webhook event of `etype` about `object_id` (a batch or job id) if the tenant's webhook
+-- takes that type (keys.tenant_webhook_events, kept by the workers); once per object and type.
+-- jobs/webhooks.py has the event's shape; worker/webhooks.py delivers it.
+local function queue_webhook(tenant, etype, object_id, now)
+  local subs = redis.call('GET', P .. ':tenant:' .. (tenant or '') .. ':webhook_events')
+  if not subs or not string.find(',' .. subs .. ',', ',' .. etype .. ',', 1, true) then return end
+  local event_id = 'evt_' .. object_id
+  local key = P .. ':webhook:' .. event_id
+  if redis.call('EXISTS', key) == 1 then return end
+  local body = '{"id":"' .. event_id .. '","object":"event","created_at":' .. math.floor(tonumber(now)) ..
+    ',"type":"' .. etype .. '","data":{"id":"' .. object_id .. '"}}'
+  redis.call('HSET', key, 'tenant', tenant, 'type', etype, 'body', body, 'created_at', now,
+    'attempt', 0, 'state', 'pending')
+  redis.call('ZADD', P .. ':webhooks:due', now, event_id)
+end
+
+-- A response's webhook event type for its job's final status (jobs/webhooks.py RESPONSE_EVENTS).
+local function response_event(status, result_json)
+  if status == 'succeeded' then
+    if string.find(result_json, '"finish_reason":"length"', 1, true) then return 'response.incomplete' end
+    return 'response.completed'
+  end
+  if status == 'cancelled' then return 'response.cancelled' end
+  return 'response.failed'
+end
+
 -- Move a job to a terminal status once, write its result, and roll it into its batch.
 -- K is the job's KEYS table; result_json is its result object: {text, finish_reason, usage,
 -- timings, error}. The job leaves every scheduling set (pending, suspects, leases).
 local function finish_job(K, status, result_json, now, ttl, chan, bchan)
-  local job_id, batch_id, custom_id, idx, model, tenant, lane, priority = unpack(redis.call('HMGET', K[1],
-    'id', 'batch_id', 'custom_id', 'idx', 'model', 'tenant', 'lane', 'priority'))
+  local job_id, batch_id, custom_id, idx, model, tenant, lane, priority, notify = unpack(redis.call('HMGET', K[1],
+    'id', 'batch_id', 'custom_id', 'idx', 'model', 'tenant', 'lane', 'priority', 'notify'))
   redis.call('HSET', K[1], 'status', status, 'finished_at', now, 'result', result_json)
   append(K[1], K[2], chan, 'status', '{"status":"' .. status .. '","at":' .. now .. '}')
   local final_type = 'done'
@@ -102,6 +128,7 @@ local function finish_job(K, status, result_json, now, ttl, chan, bchan)
     local lvl, cap = unpack(redis.call('HMGET', bucket, 'level', 'cap'))
     redis.call('HSET', bucket, 'level', math.min(tonumber(cap), tonumber(lvl) + unused))
   end
+  if notify == 'response' then queue_webhook(tenant, response_event(status, result_json), job_id, now) end
   if not batch_id or batch_id == '' then return end
   redis.call('HINCRBY', K[3], status, 1)
   local n = batch_counts(K[3])
@@ -118,6 +145,7 @@ local function finish_job(K, status, result_json, now, ttl, chan, bchan)
     end
     redis.call('HSET', K[3], 'status', final, 'finalizing_at', now, final .. '_at', now)
     redis.call('HINCRBY', METRICS, 'batches_finished|' .. final, 1)
+    queue_webhook(tenant, 'batch.' .. final, batch_id, now)
     append(K[3], K[4], bchan, 'status', '{"status":"' .. final .. '","at":' .. now .. '}')
     append(K[3], K[4], bchan, 'done', '{"status":"' .. final .. '","counts":' .. counts_json(n) .. '}')
     for i = 3, 5 do redis.call('EXPIRE', K[i], ttl) end
