@@ -59,6 +59,7 @@ SCRIPT_NAMES = (
     "position",
     "queue_state",
     "webhook_claim",
+    "webhook_queue",
 )
 
 #: Jobs written before their commit carry this TTL: an API killed between the writes and the
@@ -255,6 +256,9 @@ class AsyncStore:
             pipe.hset(keys.batch(batch.id), "seq", "2")
             pipe.expire(keys.batch(batch.id), self.result_ttl_s)
             pipe.expire(keys.batch_events(batch.id), self.result_ttl_s)
+            await self._scripts["webhook_queue"](
+                keys=[], args=[batch.tenant, "batch.failed", batch.id, time.time()], client=pipe
+            )
         pipe.zadd(keys.tenant_batches(batch.tenant), {batch.id: batch.created_at})
         await self._commit(pipe, admission, jobs, batch)
         await pipe.execute()

@@ -84,7 +84,7 @@ def hook_stack(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> 
     fake = {"engine": "fake", "n_ctx": 4096, "slots": 4}
     models.write_text(yaml.safe_dump({"default": "fake", "models": {"fake": fake}}))
     tenants = tmp / "tenants.yaml"
-    webhook = {"url": receiver.url, "secret": SECRET, "events": ["batch.completed"]}
+    webhook = {"url": receiver.url, "secret": SECRET, "events": ["batch.completed", "batch.failed"]}
     key_hash = hashlib.sha256(KEY.encode()).hexdigest()
     tenants.write_text(
         yaml.safe_dump({"tenants": {"hook": {"key_sha256": key_hash, "webhook": webhook}}})
@@ -120,7 +120,7 @@ def test_a_finished_batch_is_announced_once_signed_even_through_a_failing_receiv
     with httpx.Client(base_url=hook_stack, headers=headers, timeout=60) as http:
         assert http.get("/v1/webhooks").json() == {
             "object": "webhook", "configured": True, "url": receiver.url,
-            "events": ["batch.completed"],
+            "events": ["batch.completed", "batch.failed"],
         }  # fmt: skip
         # Given a receiver that first answers 500
         receiver.status = 500
@@ -161,6 +161,26 @@ def test_a_finished_batch_is_announced_once_signed_even_through_a_failing_receiv
         assert (
             http.post("/v1/webhooks/events/evt_batch_" + "0" * 24 + "/redeliver").status_code == 404
         )
+
+        # A batch that fails before any job runs (OpenAI's file batch, every line bad) is
+        # announced as batch.failed
+        line = {"custom_id": "x", "method": "POST", "url": "/v1/completions",
+                "body": {"model": "fake", "prompt": "p", "max_tokens": 0}}  # fmt: skip
+        upload = http.post(
+            "/v1/files",
+            files={"file": ("in.jsonl", json.dumps(line).encode())},
+            data={"purpose": "batch"},
+        ).json()
+        failed = http.post(
+            "/v1/batches",
+            json={"input_file_id": upload["id"], "endpoint": "/v1/completions",
+                  "completion_window": "24h"},
+        ).json()  # fmt: skip
+        assert failed["status"] == "failed", failed
+        sent = len(receiver.requests)
+        wait_for(lambda: len(receiver.requests) > sent, 60, "the batch.failed event")
+        [announced] = verified(receiver.requests[sent:])
+        assert announced.type == "batch.failed" and announced.data.id == failed["id"]
 
 
 def test_private_addresses_are_refused_unless_allowed() -> None:
