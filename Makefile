@@ -46,6 +46,7 @@ bench: install
 	$(PY) -m benchmarks.bench_leases
 	$(PY) -m benchmarks.bench_fairness
 	$(PY) -m benchmarks.bench_hostile
+	$(PY) -m benchmarks.bench_metrics
 
 lint: install
 	$(VENV)/bin/ruff check .
