@@ -33,13 +33,14 @@ SECRET = "whsec_" + base64.b64encode(b"tokenq-webhook-test-secret-32-bytes!").de
 
 
 class Receiver:
-    """An HTTP endpoint on 127.0.0.1 that records each request and answers `status`; stop()
-    and start() take it down and bring it back on the same port."""
+    """An HTTP endpoint on 127.0.0.1 that records each request and answers `status` after
+    `delay_s`; stop() and start() take it down and bring it back on the same port."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.status = 200
+        self.delay_s = 0.0
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> None:
@@ -49,6 +50,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                time.sleep(receiver.delay_s)
                 self.send_response(receiver.status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -60,9 +62,11 @@ class Receiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        assert self._server is not None
+        if self._server is None:
+            return
         self._server.shutdown()
         self._server.server_close()
+        self._server = None
 
     @property
     def url(self) -> str:
