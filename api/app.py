@@ -29,7 +29,6 @@ from api.native.web import router as web_router
 from api.native.web import static_files
 from api.native.webhooks import router as webhooks_router
 from api.openai.router import router as openai_router
-from api.responses.router import router as responses_router
 from api.service import JobService
 from api.streaming import EventHub
 from api.ws_chat.router import router as ws_chat_router
@@ -82,7 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         chatchat_router,
         ws_chat_router,
         openai_router,
-        responses_router,
         files_router,
         webhooks_router,
         web_router,
