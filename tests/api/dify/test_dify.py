@@ -52,9 +52,8 @@ def test_blocking_returns_the_answer_with_usage(client: httpx.Client) -> None:
     assert job["text"] == answer["answer"]
     assert job["custom_id"] == "user-1"
     usage = answer["metadata"]["usage"]
-    assert {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")} == job[
-        "usage"
-    ]
+    counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+    assert {k: usage[k] for k in counts} == {k: job["usage"][k] for k in counts}
     assert usage["currency"] == "USD" and usage["latency"] >= 0
 
 
